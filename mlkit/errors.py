@@ -1,0 +1,56 @@
+"""Exceptions that mlkit raises for bad input.
+
+Every error names the thing that is wrong (file, column, value) and, where it
+helps, what was expected, so that a user can fix the input without reading code.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+class MlkitError(Exception):
+    """Base class of every error mlkit raises on purpose."""
+
+
+class ConfigError(MlkitError, ValueError):
+    """A configuration value or parameter is invalid."""
+
+
+class DataError(MlkitError, ValueError):
+    """Input data is missing, malformed or inconsistent.
+
+    The message is built from the parts that are known: the file, the column,
+    what was expected and what was found.
+    """
+
+    def __init__(
+        self,
+        problem: str,
+        *,
+        path: str | Path | None = None,
+        column: str | None = None,
+        expected: str | None = None,
+        got: str | None = None,
+        hint: str | None = None,
+    ) -> None:
+        self.problem = problem
+        self.path = str(path) if path is not None else None
+        self.column = column
+        self.expected = expected
+        self.got = got
+        self.hint = hint
+        parts = []
+        if self.path is not None:
+            parts.append(self.path)
+        if column is not None:
+            parts.append(f"column {column!r}")
+        where = ": ".join(parts)
+        message = f"{where}: {problem}" if where else problem
+        if expected is not None:
+            message += f"; expected {expected}"
+        if got is not None:
+            message += f", got {got}"
+        if hint is not None:
+            message += f". {hint}"
+        super().__init__(message)

@@ -22,7 +22,7 @@ from typing import Any, Literal
 
 import pandas as pd
 import yaml
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 
 from mlkit.data.schema import STRING
 from mlkit.errors import ConfigError, DataError
@@ -52,6 +52,12 @@ class _LabelEntry(BaseModel):
     category: str
     synonyms: list[str] = []
     maps_to: str | None = None
+
+    @field_validator("synonyms", mode="before")
+    @classmethod
+    def _empty_is_none(cls, value: Any) -> Any:
+        # `synonyms:` with nothing after it is YAML null; read it as no synonyms.
+        return [] if value is None else value
 
 
 class _TaxonomyFile(BaseModel):

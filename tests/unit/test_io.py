@@ -1,5 +1,7 @@
 import hashlib
 import json
+import os
+import stat
 
 import pytest
 
@@ -39,3 +41,12 @@ def test_write_json_and_sha256(tmp_path):
     assert json.loads(path.read_text()) == {"a": [1, 2], "b": 1}
     assert path.read_text().index('"a"') < path.read_text().index('"b"')
     assert sha256_file(path) == hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_atomic_files_get_umask_permissions_not_0600(tmp_path):
+    old = os.umask(0o022)
+    try:
+        path = write_json(tmp_path / "card.json", {})
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o644

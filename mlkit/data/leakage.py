@@ -21,9 +21,11 @@ they were split.
 from __future__ import annotations
 
 import logging
+import os
 import re
 import unicodedata
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -59,7 +61,6 @@ PHRASE_RULES: dict[str, str] = {
 
 RULES: tuple[str, ...] = ("label_mention", *PHRASE_RULES)
 
-_SENTENCE_BREAK = r"([.!?]) +"
 _SEP = "\x1f"  # a control character that never appears in descriptions
 
 
@@ -84,27 +85,158 @@ class LeakageReport:
         )
 
 
-def _normalize_text(values: pa.Array) -> pa.Array:
-    """Normalize sentences for matching, as ``normalize_label`` does labels."""
+# Byte classes of the ASCII normalization: letters and digits are kept (upper
+# case lowered), apostrophes and backticks are deleted, anything else separates.
+_WORD, _DELETE, _SEPARATOR = 0, 1, 2
+_CLASS = np.full(256, _SEPARATOR, dtype=np.uint8)
+_CLASS[list(b"0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")] = _WORD
+_CLASS[list(b"'`")] = _DELETE
+_LOWER = np.arange(256, dtype=np.uint8)
+_LOWER[65:91] += 32
+_LOWER[_CLASS == _SEPARATOR] = ord(" ")
+_NON_ALNUM_ASCII = "".join(chr(b) for b in range(128) if _CLASS[b] != _WORD)
+
+
+def _fold_non_ascii(values: pa.Array) -> pa.Array:
+    """Fold accents of the (rare) non-ASCII strings: Arrow has no Unicode
+    decomposition, so those few go through Python's ``unicodedata``."""
     is_ascii = pc.string_is_ascii(values).to_numpy(zero_copy_only=False)
-    if not is_ascii.all():
-        # Accent folding needs Unicode decomposition, which Arrow lacks; it runs
-        # in Python only on the (rare) non-ASCII sentences.
-        py = values.to_pylist()
-        for i in np.flatnonzero(~is_ascii):
-            decomposed = unicodedata.normalize("NFKD", py[i])
-            py[i] = decomposed.encode("ascii", "ignore").decode("ascii")
-        values = pa.array(py, type=pa.string())
-    lowered = pc.utf8_lower(values)
-    no_apostrophes = pc.replace_substring_regex(lowered, r"['\x{2019}`]", "")
-    spaced = pc.replace_substring_regex(no_apostrophes, r"[^a-z0-9]+", " ")
-    return pc.utf8_trim_whitespace(spaced)
+    if is_ascii.all():
+        return values
+    py = values.to_pylist()
+    for i in np.flatnonzero(~is_ascii):
+        decomposed = unicodedata.normalize("NFKD", py[i])
+        py[i] = decomposed.encode("ascii", "ignore").decode("ascii")
+    return pa.array(py, type=pa.large_string())
+
+
+def _drop_bytes(
+    data: np.ndarray, offsets: np.ndarray, drop: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Remove the bytes where ``drop`` is true and shift the string offsets."""
+    dropped = np.flatnonzero(drop)
+    if len(dropped) == 0:
+        return data, offsets
+    return data[~drop], offsets - np.searchsorted(dropped, offsets)
+
+
+def _normalize_text(values: pa.Array) -> pa.Array:
+    """Normalize strings for matching exactly as ``normalize_label`` does.
+
+    Works on the bytes of the whole array at once: Arrow trims non-alphanumerics
+    from both ends, then numpy deletes apostrophes, collapses each inner run of
+    other non-alphanumerics into one space and lower-cases. Every temporary is
+    one byte per text byte, so large inputs stay cheap. Nulls are not expected.
+    """
+    values = _fold_non_ascii(values.cast(pa.large_string()))
+    values = pc.utf8_trim(values, characters=_NON_ALNUM_ASCII)
+    n = len(values)
+    _, offsets_buf, data_buf = values.buffers()
+    offsets = np.frombuffer(offsets_buf, dtype=np.int64)[values.offset :][: n + 1]
+    if data_buf is None or offsets[-1] == offsets[0]:
+        return pa.array([""] * n, type=pa.large_string())
+    data = np.frombuffer(data_buf, dtype=np.uint8)[offsets[0] : offsets[-1]]
+    offsets = offsets - offsets[0]
+
+    # After trimming, every non-empty string starts and ends with a word byte,
+    # so a separator's previous byte always belongs to the same string.
+    data, offsets = _drop_bytes(data, offsets, _CLASS[data] == _DELETE)
+    word = _CLASS[data] == _WORD
+    run_tail = ~word
+    run_tail[1:] &= ~word[:-1]  # a separator right after another separator
+    run_tail[0] = False
+    data, offsets = _drop_bytes(data, offsets, run_tail)
+    out = _LOWER[data]
+    return pa.LargeStringArray.from_buffers(n, pa.py_buffer(offsets), pa.py_buffer(out))
+
+
+def _matchable(values: pa.Array) -> pa.Array:
+    """A form of ``values`` on which the rules' patterns (see ``_flexible``)
+    match exactly when the plain patterns match the ``normalize_label`` form.
+
+    For ASCII text that is just lower case with apostrophes deleted, done by
+    Arrow kernels: the patterns themselves treat any run of non-alphanumerics
+    as one separator. Text with non-ASCII bytes takes the exact
+    ``_normalize_text`` path, which folds accents.
+    """
+    values = values.cast(pa.large_string())
+    if values.null_count or not pc.all(pc.string_is_ascii(values)).as_py():
+        return _normalize_text(values)
+    lowered = pc.ascii_lower(values)
+    quoted = pc.match_substring_regex(lowered, r"['`]")
+    if pc.any(quoted).as_py():
+        fixed = pc.replace_substring_regex(pc.filter(lowered, quoted), r"['`]", "")
+        lowered = pc.replace_with_mask(lowered, quoted, fixed)
+    return lowered
+
+
+_SEPARATOR_RUN = "[^a-z0-9]+"
+
+
+def _flexible(pattern: str) -> str:
+    """Rewrite a pattern written for ``normalize_label`` text (words joined by
+    single spaces, ``\\b`` at word edges) so that it matches ``_matchable``
+    text: a space matches any run of separators, and word edges are explicit
+    because ``\\b`` would treat "_" as a letter."""
+    pattern = pattern.replace("\\ ", " ").replace("\\w", "[a-z0-9]")
+    if pattern.startswith("\\b"):
+        pattern = "(?:^|[^a-z0-9])" + pattern[2:]
+    if pattern.endswith("\\b"):
+        pattern = pattern[:-2] + "(?:[^a-z0-9]|$)"
+    return pattern.replace(" ", _SEPARATOR_RUN)
+
+
+_PHRASES = {rule: _flexible(pattern) for rule, pattern in PHRASE_RULES.items()}
 
 
 def _term_pattern(terms: Sequence[str]) -> str:
     # Longest first so that alternation prefers the most specific spelling.
     ordered = sorted({t for t in terms if t}, key=lambda t: (-len(t), t))
-    return r"\b(?:" + "|".join(re.escape(t) for t in ordered) + r")\b"
+    alternatives = "|".join(re.escape(t) for t in ordered)
+    return _flexible(r"\b(?:" + alternatives + r")\b")
+
+
+def _as_large_strings(text: pd.Series) -> pa.Array:
+    arr = pa.array(text.astype(STRING).fillna(""))
+    if isinstance(arr, pa.ChunkedArray):
+        arr = arr.combine_chunks()
+    # 64-bit offsets: a million descriptions can exceed 2 GiB of text.
+    return arr.cast(pa.large_string())
+
+
+def _split(arr: pa.Array) -> tuple[pa.Array, np.ndarray]:
+    # Collapsing whitespace is a costly regex, so only rows that need it run it.
+    messy = pc.fill_null(pc.match_substring_regex(arr, r"\s\s|[\t\n\r\f\v]"), False)
+    if pc.any(messy).as_py():
+        cleaned = pc.replace_substring_regex(pc.filter(arr, messy), r"\s+", " ")
+        arr = pc.replace_with_mask(arr, messy, cleaned)
+    arr = pc.utf8_trim_whitespace(arr)
+    n = len(arr)
+    _, offsets_buf, data_buf = arr.buffers()
+    offsets = np.frombuffer(offsets_buf, dtype=np.int64)[arr.offset :][: n + 1]
+    if data_buf is None or offsets[-1] == offsets[0]:
+        return pa.array([], type=pa.large_string()), np.array([], dtype=np.int64)
+    data = np.frombuffer(data_buf, dtype=np.uint8)[offsets[0] : offsets[-1]]
+    offsets = offsets - offsets[0]
+
+    # With single spaces and trimmed ends, a sentence break is a space right
+    # after ".", "!" or "?", always inside one string. Sentences start at each
+    # non-empty string's start and after each break; the break spaces go.
+    head = data[:-1]
+    ends = (head == ord(".")) | (head == ord("!")) | (head == ord("?"))
+    breaks = np.flatnonzero(ends & (data[1:] == ord(" "))) + 1
+    nonempty = offsets[:-1] < offsets[1:]
+    starts = np.sort(np.concatenate([offsets[:-1][nonempty], breaks + 1]))
+    parents = np.searchsorted(offsets, starts, side="right") - 1
+    kept = np.ones(len(data), dtype=bool)
+    kept[breaks] = False
+    bounds = np.concatenate(
+        [starts - np.searchsorted(breaks, starts), [len(data) - len(breaks)]]
+    )
+    sentences = pa.LargeStringArray.from_buffers(
+        len(starts), pa.py_buffer(bounds.astype(np.int64)), pa.py_buffer(data[kept])
+    )
+    return sentences, parents
 
 
 def split_sentences(text: pd.Series) -> tuple[pa.Array, np.ndarray]:
@@ -113,14 +245,47 @@ def split_sentences(text: pd.Series) -> tuple[pa.Array, np.ndarray]:
     Whitespace runs are collapsed first; a sentence ends at ``.``, ``!`` or
     ``?`` followed by a space. Rows with null or empty text give no sentences.
     """
-    arr = pa.array(text.astype(STRING).fillna(""), type=pa.string())
-    squashed = pc.utf8_trim_whitespace(pc.replace_substring_regex(arr, r"\s+", " "))
-    marked = pc.replace_substring_regex(squashed, _SENTENCE_BREAK, "\\1" + _SEP)
-    lists = pc.split_pattern(marked, _SEP)
-    flat = pc.list_flatten(lists)
-    parents = pc.list_parent_indices(lists).to_numpy()
-    nonempty = pc.not_equal(flat, "").to_numpy(zero_copy_only=False)
-    return flat.filter(pa.array(nonempty)), parents[nonempty]
+    return _split(_as_large_strings(text))
+
+
+@dataclass
+class _Chunk:
+    text: pa.Array  # filtered descriptions
+    parents: np.ndarray  # row (within the chunk) of every sentence
+    rule_hit: np.ndarray  # first matching rule per sentence; len(rules) = none
+
+
+def _filter_chunk(
+    arr: pa.Array, codes: np.ndarray, patterns: list[str | None], rules: tuple[str, ...]
+) -> _Chunk:
+    """Filter one block of rows; ``codes`` index ``patterns`` (label terms)."""
+    sentences, parents = _split(arr)
+    normalized = _matchable(sentences)
+
+    # rule_hit[i]: position in `rules` of the first rule matching sentence i.
+    rule_hit = np.full(len(sentences), len(rules), dtype=np.int16)
+    phrase_rules = [r for r in rules if r in PHRASE_RULES]
+    if phrase_rules and len(normalized):
+        # One pass with all phrase rules; only its hits are attributed per rule.
+        combined = "|".join(f"(?:{_PHRASES[r]})" for r in phrase_rules)
+        any_hit = pc.match_substring_regex(normalized, combined)
+        candidates = np.flatnonzero(any_hit.to_numpy(zero_copy_only=False))
+        subset = normalized.take(pa.array(candidates))
+        for rule in reversed(phrase_rules):
+            hit = pc.match_substring_regex(subset, _PHRASES[rule])
+            rule_hit[candidates[hit.to_numpy(zero_copy_only=False)]] = rules.index(rule)
+    if "label_mention" in rules:
+        hit = _label_mentions(normalized, codes[parents], patterns)
+        rule_hit[hit] = rules.index("label_mention")
+
+    keep = rule_hit == len(rules)
+    counts = np.bincount(parents[keep], minlength=len(arr))
+    offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+    kept = pa.LargeListArray.from_arrays(
+        pa.array(offsets), sentences.filter(pa.array(keep))
+    )
+    joined = pc.binary_join(kept, pa.scalar(" ", pa.large_string()))
+    return _Chunk(joined, parents, rule_hit)
 
 
 def filter_leakage(
@@ -130,13 +295,17 @@ def filter_leakage(
     *,
     rules: Sequence[str] | None = None,
     n_examples: int = 10,
+    chunk_rows: int = 100_000,
+    workers: int | None = None,
 ) -> tuple[pd.Series, LeakageReport]:
     """Return ``text`` without leaking sentences, and what was removed.
 
     ``labels`` holds each row's canonical label (aligned with ``text``); the
     ``label_mention`` rule looks for every spelling that the taxonomy resolves
     to that label, plus the label itself. ``rules`` picks a subset of
-    :data:`RULES` (default: all).
+    :data:`RULES` (default: all). Rows are filtered in blocks of
+    ``chunk_rows`` on ``workers`` threads (default: one per CPU), which bounds
+    memory and uses every core; the result does not depend on either.
     """
     active = tuple(RULES if rules is None else rules)
     unknown = [r for r in active if r not in RULES]
@@ -147,49 +316,57 @@ def filter_leakage(
     if len(text) != len(labels):
         raise ValueError(f"text has {len(text)} rows but labels has {len(labels)}")
 
-    sentences, parents = split_sentences(text)
-    n_sentences = len(sentences)
-    normalized = _normalize_text(sentences)
+    codes, uniques = pd.factorize(labels.astype(STRING), use_na_sentinel=True)
+    patterns = [
+        _term_pattern(taxonomy.terms(label) + (normalize_label(label),))
+        for label in uniques
+    ]
+    arr = _as_large_strings(text)
+    starts = range(0, len(arr), max(1, chunk_rows))
+    workers = workers or os.cpu_count() or 1
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        chunks = list(
+            pool.map(
+                lambda a: _filter_chunk(
+                    arr.slice(a, chunk_rows),
+                    codes[a : a + chunk_rows],
+                    patterns,
+                    active,
+                ),
+                starts,
+            )
+        )
 
-    # rule_hit[i] = index (in `active`) of the first rule matching sentence i,
-    # or len(active) if none matches.
-    rule_hit = np.full(n_sentences, len(active), dtype=np.int16)
-    for position in range(len(active) - 1, -1, -1):
-        rule = active[position]
-        if rule == "label_mention":
-            hit = _label_mentions(normalized, parents, labels, taxonomy)
-        else:
-            hit = pc.match_substring_regex(normalized, PHRASE_RULES[rule])
-            hit = hit.to_numpy(zero_copy_only=False)
-        rule_hit[hit] = position
+    joined = (
+        pa.concat_arrays([c.text for c in chunks])
+        if chunks
+        else pa.array([], type=pa.large_string())
+    )
+    # pd.array wraps the Arrow data without converting it to Python strings.
+    out = pd.Series(pd.array(joined, dtype=STRING), index=text.index).fillna("")
+    parents = np.concatenate(
+        [c.parents + a for c, a in zip(chunks, starts, strict=True)]
+        or [np.array([], int)]
+    ).astype(np.int64)
+    rule_hit = np.concatenate([c.rule_hit for c in chunks] or [np.array([], np.int16)])
 
-    keep = rule_hit == len(active)
-    kept_parents = parents[keep]
-    counts = np.bincount(kept_parents, minlength=len(text))
-    offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int32)
-    kept = pa.ListArray.from_arrays(pa.array(offsets), sentences.filter(pa.array(keep)))
-    joined = pc.binary_join(kept, " ")
-    out = pd.Series(
-        joined.to_numpy(zero_copy_only=False), index=text.index, dtype=STRING
-    ).fillna("")
-
+    removed = rule_hit < len(active)
     removed_by_rule = {
         rule: int(np.count_nonzero(rule_hit == i)) for i, rule in enumerate(active)
     }
-    changed_rows = np.unique(parents[~keep])
     examples = _examples(text, out, labels, parents, rule_hit, active, n_examples)
     report = LeakageReport(
         rules=active,
-        sentences_total=n_sentences,
-        sentences_removed=int(np.count_nonzero(~keep)),
+        sentences_total=len(rule_hit),
+        sentences_removed=int(np.count_nonzero(removed)),
         removed_by_rule=removed_by_rule,
-        rows_changed=len(changed_rows),
+        rows_changed=len(np.unique(parents[removed])),
         examples=examples,
     )
     log.info(
         "leakage filter: removed %s of %s sentences in %s rows (%s)",
         report.sentences_removed,
-        n_sentences,
+        report.sentences_total,
         report.rows_changed,
         ", ".join(f"{k}={v}" for k, v in removed_by_rule.items()),
     )
@@ -197,32 +374,25 @@ def filter_leakage(
 
 
 def _label_mentions(
-    normalized: pa.Array,
-    parents: np.ndarray,
-    labels: pd.Series,
-    taxonomy: Taxonomy,
+    normalized: pa.Array, codes: np.ndarray, patterns: list[str]
 ) -> np.ndarray:
     """Mask of sentences that name their own row's label.
 
-    Sentences are sorted by label so each label's pattern runs once over one
-    contiguous slice: the work stays linear in the number of sentences.
+    ``codes`` gives each sentence's label as an index into ``patterns``.
+    Sentences are sorted by label so that each label's pattern runs once over
+    one contiguous slice: the work stays linear in the number of sentences.
     """
     hit = np.zeros(len(normalized), dtype=bool)
     if len(normalized) == 0:
         return hit
-    codes, uniques = pd.factorize(labels.astype(STRING), use_na_sentinel=True)
-    sentence_codes = codes[parents]
-    order = np.argsort(sentence_codes, kind="stable")
-    sorted_codes = sentence_codes[order]
-    bounds = np.searchsorted(sorted_codes, np.arange(len(uniques) + 1))
-    for code, label in enumerate(uniques):
+    order = np.argsort(codes, kind="stable")
+    bounds = np.searchsorted(codes[order], np.arange(len(patterns) + 1))
+    for code, pattern in enumerate(patterns):
         start, stop = bounds[code], bounds[code + 1]
         if start == stop:
             continue
-        terms = taxonomy.terms(label) + (normalize_label(label),)
         idx = order[start:stop]
-        chunk = normalized.take(pa.array(idx))
-        matches = pc.match_substring_regex(chunk, _term_pattern(terms))
+        matches = pc.match_substring_regex(normalized.take(pa.array(idx)), pattern)
         hit[idx] = matches.to_numpy(zero_copy_only=False)
     return hit
 

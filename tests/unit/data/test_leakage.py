@@ -193,3 +193,68 @@ def test_filter_is_idempotent_and_never_adds_text(rows):
     assert second.sentences_removed == 0
     for before, after in zip(texts_, once, strict=True):
         assert len(after) <= len(" ".join(before.split()))
+
+
+def test_chunked_arrow_input_is_handled():
+    # Readers hand over text backed by several Arrow chunks on large files.
+    import pyarrow as pa
+
+    chunked = pa.chunked_array([["Dx: psoriasis. Red."], ["Itchy. Most likely hives."]])
+    text = pd.Series(pd.arrays.ArrowStringArray(chunked))
+    out, report = filter_leakage(text, pd.Series(["psoriasis", "urticaria"]), TAX)
+    assert out.tolist() == ["Red.", "Itchy."]
+    assert report.sentences_removed == 2
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(
+        st.text(alphabet=st.sampled_from(list("aZ9 .,'`-_\t!é’xYs")), max_size=12),
+        max_size=6,
+    )
+)
+def test_byte_level_normalization_equals_normalize_label(values):
+    import pyarrow as pa
+
+    from mlkit.data.harmonize import normalize_label
+    from mlkit.data.leakage import _normalize_text
+
+    out = _normalize_text(pa.array(values, type=pa.large_string())).to_pylist()
+    assert out == [normalize_label(v) for v in values]
+
+
+def test_result_does_not_depend_on_chunking_or_threads():
+    texts = [
+        "Itchy. Biopsy showed psoriasis.",
+        "Dark. Consistent with melanoma.",
+        None,
+        "Hives on arms. Red.",
+        "Plain text.",
+    ] * 7
+    labels = ["psoriasis", "melanoma", "psoriasis", "urticaria", "melanoma"] * 7
+    whole, report = run(texts, labels)
+    out, chunked = filter_leakage(
+        pd.Series(texts), pd.Series(labels), TAX, chunk_rows=3, workers=2
+    )
+    assert out.tolist() == whole
+    assert chunked.removed_by_rule == report.removed_by_rule
+    assert chunked.examples.equals(report.examples)
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    st.text(alphabet=st.sampled_from(list("ab c_-'`.,Ä9")), max_size=16),
+    st.sampled_from(["a", "b c", "ab", "c 9", "a b"]),
+)
+def test_flexible_patterns_on_matchable_text_match_as_on_normalized_text(text, term):
+    import re
+
+    import pyarrow as pa
+
+    from mlkit.data.harmonize import normalize_label
+    from mlkit.data.leakage import _matchable, _term_pattern
+
+    plain = r"\b" + re.escape(term).replace("\\ ", " ") + r"\b"
+    expected = re.search(plain, normalize_label(text)) is not None
+    matchable = _matchable(pa.array([text], type=pa.large_string()))[0].as_py()
+    assert (re.search(_term_pattern([term]), matchable) is not None) == expected

@@ -16,27 +16,44 @@ RAW_LABELS = Path(__file__).resolve().parents[2] / "data" / "raw-labels.txt"
 # The spellings the synthetic demo data uses, with the label each must reach.
 DEMO_SPELLINGS = {
     "melanoma": [
-        "malignant melanoma", "superficial spreading melanoma ssm", "melanoma-in-situ",
-        "nodular-melanoma-(nm)", "Melanoma Invasive", "Melanoma in situ",
-        "Melanoma, NOS", "melanoma",
+        "malignant melanoma",
+        "superficial spreading melanoma ssm",
+        "melanoma-in-situ",
+        "nodular-melanoma-(nm)",
+        "Melanoma Invasive",
+        "Melanoma in situ",
+        "Melanoma, NOS",
+        "melanoma",
     ],
     "melanocytic nevus": [
-        "nevocytic nevus", "congenital nevus", "melanocytic-nevi", "dysplastic-nevus",
+        "nevocytic nevus",
+        "congenital nevus",
+        "melanocytic-nevi",
+        "dysplastic-nevus",
         "Nevus",
     ],
     "psoriasis": ["psoriasis", "pustular psoriasis", "scalp psoriasis", "Psoriasis"],
     "acne": ["acne vulgaris", "acne", "acne-cystic", "Acne"],
     "eczema": [
-        "eczema", "nummular eczema", "eczema-spongiotic-dermatitis",
-        "dyshidrotic eczema", "xerotic eczema", "Eczema",
+        "eczema",
+        "nummular eczema",
+        "eczema-spongiotic-dermatitis",
+        "dyshidrotic eczema",
+        "xerotic eczema",
+        "Eczema",
     ],
     "basal cell carcinoma": [
-        "basal cell carcinoma", "basal-cell-carcinoma-nodular", "Basal cell carcinoma",
-        "basal cell carcinoma morpheiform", "solid cystic basal cell carcinoma",
+        "basal cell carcinoma",
+        "basal-cell-carcinoma-nodular",
+        "Basal cell carcinoma",
+        "basal cell carcinoma morpheiform",
+        "solid cystic basal cell carcinoma",
     ],
     "seborrheic keratosis": [
-        "seborrheic keratosis", "seborrheic-keratosis-irritated",
-        "Seborrheic keratosis", "seborrheic keratoses",
+        "seborrheic keratosis",
+        "seborrheic-keratosis-irritated",
+        "Seborrheic keratosis",
+        "seborrheic keratoses",
     ],
     "vitiligo": ["vitiligo", "Vitiligo"],
     "urticaria": ["urticaria", "hives", "Urticaria"],
@@ -61,7 +78,9 @@ def test_raw_label_list_is_the_full_reference():
 
 
 def test_every_raw_label_resolves_or_is_deliberately_excluded(taxonomy):
-    unresolved = [raw for raw in raw_labels() if taxonomy.lookup(raw).kind == "unmapped"]
+    unresolved = [
+        raw for raw in raw_labels() if taxonomy.lookup(raw).kind == "unmapped"
+    ]
     assert unresolved == []
 
 
@@ -83,7 +102,9 @@ def test_demo_spellings_reach_their_canonical_label(taxonomy, label):
 def test_distinct_look_alikes_stay_apart(taxonomy):
     assert taxonomy.resolve("urticaria pigmentosa") != "urticaria"
     assert taxonomy.resolve("tinea versicolor") != "tinea"
-    assert taxonomy.resolve("pyogenic granuloma") != taxonomy.resolve("granuloma annulare")
+    assert taxonomy.resolve("pyogenic granuloma") != taxonomy.resolve(
+        "granuloma annulare"
+    )
 
 
 def test_every_canonical_label_is_normalized_and_categorized(taxonomy):

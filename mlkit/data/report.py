@@ -95,7 +95,13 @@ def fitzpatrick_by_split(
     return table.loc[rows, cols]
 
 
-def plot_fitzpatrick_by_split(manifest: pd.DataFrame, ax: Axes | None = None) -> Axes:
+def _title(text: str, synthetic: bool) -> str:
+    return f"{text} (synthetic data)" if synthetic else text
+
+
+def plot_fitzpatrick_by_split(
+    manifest: pd.DataFrame, ax: Axes | None = None, *, synthetic: bool = False
+) -> Axes:
     """Grouped bars: share of each Fitzpatrick group within each split."""
     import matplotlib.pyplot as plt
 
@@ -105,13 +111,17 @@ def plot_fitzpatrick_by_split(manifest: pd.DataFrame, ax: Axes | None = None) ->
     table.plot.bar(ax=ax, rot=0)
     ax.set_xlabel("Fitzpatrick group")
     ax.set_ylabel("share of split")
-    ax.set_title("Skin-type mix per split")
-    ax.legend(title="split")
+    ax.set_title(_title("Skin-type mix per split", synthetic))
+    ax.legend(title="split", loc="upper left", bbox_to_anchor=(1.0, 1.0))
     return ax
 
 
 def plot_label_counts(
-    table: pd.DataFrame, ax: Axes | None = None, *, top: int = 20
+    table: pd.DataFrame,
+    ax: Axes | None = None,
+    *,
+    top: int = 20,
+    synthetic: bool = False,
 ) -> Axes:
     """Horizontal bars of rows per label, read vs kept in the manifest."""
     import matplotlib.pyplot as plt
@@ -120,5 +130,6 @@ def plot_label_counts(
         _, ax = plt.subplots(figsize=(7, max(2.5, 0.3 * min(top, len(table)))))
     table.head(top)[["rows_read", "rows_in_manifest"]].iloc[::-1].plot.barh(ax=ax)
     ax.set_xlabel("rows")
-    ax.set_title("Rows per canonical label")
+    ax.set_title(_title("Rows per canonical label", synthetic))
+    ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0))
     return ax

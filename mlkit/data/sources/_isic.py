@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from mlkit.data import schema
 from mlkit.data.sources._common import (
     Sieve,
     SourceData,
@@ -36,6 +37,11 @@ log = logging.getLogger(__name__)
 DATASET = "isic"
 
 _DIAGNOSIS_LEVELS = [f"diagnosis_{level}" for level in range(1, 6)]
+# Some ISIC collections record the Fitzpatrick skin type, in Roman numerals.
+_FITZPATRICK = {
+    **{roman: i for i, roman in enumerate(["I", "II", "III", "IV", "V", "VI"], 1)},
+    **{str(i): i for i in range(1, 7)},
+}
 
 
 class IsicOptions(SourceOptions):
@@ -90,6 +96,15 @@ def read(data_root: Path, options: IsicOptions) -> SourceData:
         values=age_text,
     )
 
+    skin_type = optional(frame, "fitzpatrick_skin_type").str.strip().str.upper()
+    fitzpatrick = skin_type.map(_FITZPATRICK).astype("Int8")
+    sieve.quarantine(
+        to_mask(skin_type.notna()) & to_mask(fitzpatrick.isna()),
+        "invalid_value",
+        "column 'fitzpatrick_skin_type' must be I to VI",
+        values=skin_type,
+    )
+
     sex = optional(frame, "sex")
     site = optional(frame, "anatom_site_general")
     about_age = wrap(age_words(age_text.where(~bad_age)), "about ", " years old")
@@ -118,6 +133,8 @@ def read(data_root: Path, options: IsicOptions) -> SourceData:
             "raw_label": raw_label,
             "text": text,
             "group_id": group_id,
+            "fitzpatrick": fitzpatrick,
+            "fitzpatrick_group": schema.fitzpatrick_group(fitzpatrick),
             "sex": sex,
             "age": age,
             "body_site": site,

@@ -103,3 +103,20 @@ def test_empty_isic_id_is_quarantined(data_root, write_file):
     # Columns the file lacks are simply unknown.
     assert data.frame["text"][0] == ""
     assert pd.isna(data.frame["group_id"][0])
+
+
+def test_fitzpatrick_skin_type_is_read_when_present(data_root, write_file):
+    write_file(
+        "isic/metadata.csv",
+        "isic_id,diagnosis_1,diagnosis_2,image_type,fitzpatrick_skin_type\n"
+        "ISIC_1,Benign,Nevus,clinical: close-up,III\n"
+        "ISIC_2,Benign,Nevus,clinical: close-up, vi\n"
+        "ISIC_3,Benign,Nevus,clinical: close-up,\n"
+        "ISIC_4,Benign,Nevus,clinical: close-up,VII\n",
+    )
+    data = read_source("isic", data_root)
+    assert data.frame["fitzpatrick"].tolist()[:2] == [3, 6]
+    assert pd.isna(data.frame["fitzpatrick"][2])
+    assert data.frame["fitzpatrick_group"].tolist()[:2] == ["III-IV", "V-VI"]
+    assert data.quarantine[["line", "reason"]].values.tolist() == [[5, "invalid_value"]]
+    assert "fitzpatrick_skin_type" in data.quarantine["detail"][0]

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import codecs
 import logging
+import os
 from collections import Counter
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
@@ -243,11 +245,14 @@ def result(
     rows: dict[str, pd.Series | str],
     sieve: Sieve,
     files: list[Path],
+    *,
+    announce: bool = True,
 ) -> SourceData:
     """Assemble the kept rows into a standard frame.
 
     Each column holds either every row the sieve started with or only the kept
-    ones (a reader may build costly columns for the kept rows only).
+    ones (a reader may build costly columns for the kept rows only). With
+    ``announce`` false the summary is not logged (a block of a larger read).
     """
     length = int(sieve.keep.sum())
     columns: dict[str, pd.Series | str] = {}
@@ -269,13 +274,74 @@ def result(
         dropped=dict(sieve.dropped),
         files=files,
     )
+    if announce:
+        _announce(data)
+    return data
+
+
+def _announce(data: SourceData) -> None:
     log.info(
         "read %s: %d rows, %d quarantined, dropped %s",
-        dataset,
+        data.dataset,
         len(data.frame),
         len(data.quarantine),
         data.dropped or "none",
     )
+
+
+def in_blocks(
+    rows: CsvRows,
+    standardize: Callable[[CsvRows], SourceData],
+    *,
+    block_rows: int = 200_000,
+    workers: int | None = None,
+) -> list[SourceData]:
+    """Run a row-by-row ``standardize`` on blocks of ``rows`` in threads.
+
+    pyarrow's kernels release the GIL, so blocks use every core. Each block
+    keeps its own file line numbers; the malformed lines go with the first
+    block only, so they are reported once.
+    """
+    n = len(rows.frame)
+    starts = list(range(0, max(n, 1), block_rows))
+
+    def block(start: int) -> SourceData:
+        stop = start + block_rows
+        part = CsvRows(
+            path=rows.path,
+            source_file=rows.source_file,
+            frame=rows.frame.iloc[start:stop].reset_index(drop=True),
+            lines=rows.lines[start:stop],
+            malformed=rows.malformed if start == 0 else rows.malformed.iloc[:0],
+        )
+        return standardize(part)
+
+    if len(starts) == 1:
+        return [block(0)]
+    with ThreadPoolExecutor(max_workers=workers or os.cpu_count() or 1) as pool:
+        return list(pool.map(block, starts))
+
+
+def merge(dataset: str, parts: list[SourceData], files: list[Path]) -> SourceData:
+    """One SourceData from blocks read by ``in_blocks``, in their order."""
+    dropped: Counter[str] = Counter()
+    for part in parts:
+        dropped.update(part.dropped)
+    quarantine = schema.conform_quarantine(
+        pd.concat([p.quarantine for p in parts], ignore_index=True)
+    )
+    # In file order, as within one block.
+    quarantine = quarantine.sort_values(
+        ["source_file", "line"], kind="stable", na_position="last"
+    ).reset_index(drop=True)
+    data = SourceData(
+        dataset=dataset,
+        frame=pd.concat([p.frame for p in parts], ignore_index=True),
+        quarantine=quarantine,
+        dropped=dict(dropped),
+        files=files,
+    )
+    _announce(data)
     return data
 
 

@@ -24,8 +24,10 @@ from mlkit.data.sources._common import (
     arrow,
     as_sentence,
     compose,
+    in_blocks,
     join_present,
     matches,
+    merge,
     optional,
     parse_age,
     per_value,
@@ -36,7 +38,7 @@ from mlkit.data.sources._common import (
     text_series,
     wrap,
 )
-from mlkit.data.sources._csv import check_unique
+from mlkit.data.sources._csv import CsvRows, check_unique
 
 log = logging.getLogger(__name__)
 
@@ -71,10 +73,15 @@ def read(data_root: Path, options: Derm1mOptions) -> SourceData:
         options,
         ["filename", "hierarchical_disease_label", "caption"],
     )
+    check_unique(rows, "filename", _clean_filename(rows.frame["filename"]))
+    # Every step below is row by row, so blocks of rows run on all cores.
+    parts = in_blocks(rows, lambda block: _standardize(block, options))
+    return merge(DATASET, parts, [rows.path])
+
+
+def _standardize(rows: CsvRows, options: Derm1mOptions) -> SourceData:
     frame = rows.frame
     filename = _clean_filename(frame["filename"])
-    check_unique(rows, "filename", filename)
-
     sample_id = f"{DATASET}:" + filename
     sieve = Sieve.from_rows(DATASET, rows, sample_id)
     caption = frame["caption"]
@@ -135,6 +142,7 @@ def read(data_root: Path, options: Derm1mOptions) -> SourceData:
         },
         sieve,
         [rows.path],
+        announce=False,
     )
 
 

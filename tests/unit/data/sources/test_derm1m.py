@@ -127,3 +127,30 @@ def test_duplicate_filenames_are_an_error(data_root, write_file):
     )
     with pytest.raises(DataError, match=r"'filename'.*'IIYI/1.jpg'"):
         read_source("derm1m", data_root)
+
+
+def test_blocks_give_the_same_result_as_one_read(data_root, write_file, monkeypatch):
+    from mlkit.data.sources import _common
+
+    header = "filename,hierarchical_disease_label,caption,age\n"
+    body = "".join(
+        f"pubmed/{i}.jpg,inflammatory>eczema,Itchy patch {i}.,{age}\n"
+        for i, age in enumerate(["x" if i % 7 == 0 else "30" for i in range(50)])
+    )
+    write_file("derm1m/Derm1M.csv", header + body + "pubmed/extra.jpg,a,b,c,d\n")
+    whole = read_source("derm1m", data_root)
+    original = _common.in_blocks
+    monkeypatch.setattr(
+        _common, "in_blocks", lambda rows, fn: original(rows, fn, block_rows=8)
+    )
+    from mlkit.data.sources import _derm1m
+
+    monkeypatch.setattr(_derm1m, "in_blocks", _common.in_blocks)
+    blocks = read_source("derm1m", data_root)
+    pd.testing.assert_frame_equal(blocks.frame, whole.frame)
+    pd.testing.assert_frame_equal(blocks.quarantine, whole.quarantine)
+    assert blocks.dropped == whole.dropped
+    assert blocks.quarantine["reason"].value_counts().to_dict() == {
+        "invalid_value": 8,
+        "malformed_row": 1,
+    }

@@ -20,7 +20,9 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
 
+import numpy as np
 import pandas as pd
+import pyarrow as pa
 import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 
@@ -287,65 +289,58 @@ def harmonize(
     if "raw_label" not in frame.columns:
         raise DataError("cannot harmonize", column="raw_label", expected="a column")
 
-    raw = frame["raw_label"].astype(STRING)
-    uniques = raw.dropna().unique()
-    resolutions = {value: taxonomy.lookup(value) for value in uniques}
-    kinds = raw.map({v: r.kind for v, r in resolutions.items()})
-    mapped = raw.map({v: r.label for v, r in resolutions.items() if r.label})
+    # Resolve each distinct spelling once; rows refer to them by code. The code
+    # len(uniques) stands for a null raw label.
+    codes, uniques = pd.factorize(frame["raw_label"].astype(STRING))
+    n_spellings = len(uniques)
+    codes = np.where(codes < 0, n_spellings, codes)
+    resolutions = [taxonomy.lookup(value) for value in uniques]
+    resolutions.append(Resolution("unmapped"))
+    kind = np.array([r.kind for r in resolutions])
+    spellings = [*uniques, None]
 
-    counts_before = (
-        frame.assign(raw_label=raw)
-        .groupby(["dataset", "raw_label"], observed=True, dropna=False)
-        .size()
-        .rename("count")
-        .reset_index()
-        .sort_values(["dataset", "count"], ascending=[True, False], kind="stable")
-        .reset_index(drop=True)
+    # Rows per (dataset, spelling), from one bincount over a combined code.
+    dataset_codes, datasets = pd.factorize(frame["dataset"].astype(STRING))
+    pair = dataset_codes.astype(np.int64) * (n_spellings + 1) + codes
+    counts = np.bincount(pair, minlength=len(datasets) * (n_spellings + 1))
+    present = np.flatnonzero(counts)
+    pair_dataset, pair_code = np.divmod(present, n_spellings + 1)
+    table = pd.DataFrame(
+        {
+            "dataset": pd.array(np.asarray(datasets)[pair_dataset], dtype=STRING),
+            "raw_label": pd.array([spellings[c] for c in pair_code], dtype=STRING),
+            "count": counts[present],
+        }
     )
+    counts_before = table.sort_values(
+        ["dataset", "count"], ascending=[True, False], kind="stable"
+    ).reset_index(drop=True)
 
-    is_unmapped = (kinds == "unmapped") | raw.isna()
-    unmapped = (
-        frame.loc[is_unmapped, ["dataset"]]
-        .assign(raw_label=raw[is_unmapped])
-        .groupby(["dataset", "raw_label"], observed=True, dropna=False)
-        .size()
-        .rename("count")
-        .reset_index()
-    )
-    unmapped["normalized"] = unmapped["raw_label"].map(
-        lambda v: normalize_label(v) if isinstance(v, str) else ""
-    )
+    pair_kind = kind[pair_code]
+    unmapped = table[pair_kind == "unmapped"].copy()
+    unmapped["normalized"] = [
+        normalize_label(v) if isinstance(v, str) else "" for v in unmapped["raw_label"]
+    ]
     unmapped["kept"] = keep_unmapped
     unmapped = unmapped.sort_values("count", ascending=False, kind="stable")
-
-    is_excluded = kinds == "excluded"
-    excluded = (
-        frame.loc[is_excluded, ["dataset"]]
-        .assign(
-            raw_label=raw[is_excluded],
-            reason=raw[is_excluded].map({v: r.reason for v, r in resolutions.items()}),
-        )
-        .groupby(["dataset", "raw_label", "reason"], observed=True)
-        .size()
-        .rename("count")
-        .reset_index()
+    excluded = table[pair_kind == "excluded"].copy()
+    excluded.insert(
+        2, "reason", [resolutions[c].reason for c in pair_code[pair_kind == "excluded"]]
     )
 
-    out = frame.copy()
-    out["label"] = mapped.astype(STRING)
-    keep = kinds == "mapped"
+    # The label of every row, taken from its spelling's resolution.
+    labels = [r.label for r in resolutions]
     if keep_unmapped:
-        normalized = raw.map(
-            {
-                v: normalize_label(v)
-                for v, r in resolutions.items()
-                if r.kind == "unmapped"
-            }
-        )
-        fill = is_unmapped & normalized.notna() & (normalized != "")
-        out.loc[fill, "label"] = normalized[fill]
-        keep = keep | fill
-    out = out.loc[keep.fillna(False).astype(bool)].reset_index(drop=True)
+        labels = [
+            normalize_label(v) or None
+            if r.kind == "unmapped" and v is not None
+            else lab
+            for v, r, lab in zip(spellings, resolutions, labels, strict=True)
+        ]
+    label_array = pa.array(labels, type=pa.large_string()).take(pa.array(codes))
+    out = frame.copy()
+    out["label"] = pd.array(label_array, dtype=STRING)
+    out = out.loc[out["label"].notna().to_numpy()].reset_index(drop=True)
 
     report = HarmonizeReport(
         taxonomy_version=taxonomy.version,

@@ -12,10 +12,12 @@ rule matches it:
 - ``pathology_result``: it reports a biopsy or histopathology result.
 
 Each removed sentence is counted once, under the first rule (in that order)
-that matches it. The filter is vectorized with Arrow compute over all sentences
-at once, deterministic, and idempotent: filtering its own output changes
-nothing, because kept sentences are re-joined with single spaces exactly as
-they were split.
+that matches it. Matching is on the ``normalize_label`` form of a sentence
+(accents folded, lower case, punctuation as separators), so spellings such as
+"Plaque-Psoriasis" are caught. The filter works on whole columns with Arrow
+kernels and numpy, in blocks of rows on all cores; it is deterministic and
+idempotent: filtering its own output changes nothing, because kept sentences
+are re-joined with single spaces exactly as they were split.
 """
 
 from __future__ import annotations
@@ -39,8 +41,9 @@ from mlkit.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
-# Patterns run on the normalized sentence: lower case, apostrophes deleted and
-# every other run of non-alphanumerics turned into one space (as for labels).
+# Patterns as they would run on the normalize_label form of a sentence: lower
+# case, words joined by single spaces. `_flexible` adapts them to the cheaper
+# `_matchable` form that the filter actually matches on.
 PHRASE_RULES: dict[str, str] = {
     "diagnosis_statement": (
         r"\b(?:diagnos(?:ed|is|es|tic|ing|e)|dx|"
@@ -61,7 +64,6 @@ PHRASE_RULES: dict[str, str] = {
 
 RULES: tuple[str, ...] = ("label_mention", *PHRASE_RULES)
 
-_SEP = "\x1f"  # a control character that never appears in descriptions
 
 
 @dataclass
@@ -85,84 +87,29 @@ class LeakageReport:
         )
 
 
-# Byte classes of the ASCII normalization: letters and digits are kept (upper
-# case lowered), apostrophes and backticks are deleted, anything else separates.
-_WORD, _DELETE, _SEPARATOR = 0, 1, 2
-_CLASS = np.full(256, _SEPARATOR, dtype=np.uint8)
-_CLASS[list(b"0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")] = _WORD
-_CLASS[list(b"'`")] = _DELETE
-_LOWER = np.arange(256, dtype=np.uint8)
-_LOWER[65:91] += 32
-_LOWER[_CLASS == _SEPARATOR] = ord(" ")
-_NON_ALNUM_ASCII = "".join(chr(b) for b in range(128) if _CLASS[b] != _WORD)
-
-
 def _fold_non_ascii(values: pa.Array) -> pa.Array:
-    """Fold accents of the (rare) non-ASCII strings: Arrow has no Unicode
-    decomposition, so those few go through Python's ``unicodedata``."""
-    is_ascii = pc.string_is_ascii(values).to_numpy(zero_copy_only=False)
-    if is_ascii.all():
+    """Fold accents as ``normalize_label`` does (``café`` -> ``cafe``; other
+    non-ASCII characters are dropped). Arrow has no Unicode decomposition, so
+    only the strings that need it go through Python's ``unicodedata``."""
+    non_ascii = pc.invert(pc.string_is_ascii(values))
+    if not pc.any(non_ascii).as_py():
         return values
-    py = values.to_pylist()
-    for i in np.flatnonzero(~is_ascii):
-        decomposed = unicodedata.normalize("NFKD", py[i])
-        py[i] = decomposed.encode("ascii", "ignore").decode("ascii")
-    return pa.array(py, type=pa.large_string())
-
-
-def _drop_bytes(
-    data: np.ndarray, offsets: np.ndarray, drop: np.ndarray
-) -> tuple[np.ndarray, np.ndarray]:
-    """Remove the bytes where ``drop`` is true and shift the string offsets."""
-    dropped = np.flatnonzero(drop)
-    if len(dropped) == 0:
-        return data, offsets
-    return data[~drop], offsets - np.searchsorted(dropped, offsets)
-
-
-def _normalize_text(values: pa.Array) -> pa.Array:
-    """Normalize strings for matching exactly as ``normalize_label`` does.
-
-    Works on the bytes of the whole array at once: Arrow trims non-alphanumerics
-    from both ends, then numpy deletes apostrophes, collapses each inner run of
-    other non-alphanumerics into one space and lower-cases. Every temporary is
-    one byte per text byte, so large inputs stay cheap. Nulls are not expected.
-    """
-    values = _fold_non_ascii(values.cast(pa.large_string()))
-    values = pc.utf8_trim(values, characters=_NON_ALNUM_ASCII)
-    n = len(values)
-    _, offsets_buf, data_buf = values.buffers()
-    offsets = np.frombuffer(offsets_buf, dtype=np.int64)[values.offset :][: n + 1]
-    if data_buf is None or offsets[-1] == offsets[0]:
-        return pa.array([""] * n, type=pa.large_string())
-    data = np.frombuffer(data_buf, dtype=np.uint8)[offsets[0] : offsets[-1]]
-    offsets = offsets - offsets[0]
-
-    # After trimming, every non-empty string starts and ends with a word byte,
-    # so a separator's previous byte always belongs to the same string.
-    data, offsets = _drop_bytes(data, offsets, _CLASS[data] == _DELETE)
-    word = _CLASS[data] == _WORD
-    run_tail = ~word
-    run_tail[1:] &= ~word[:-1]  # a separator right after another separator
-    run_tail[0] = False
-    data, offsets = _drop_bytes(data, offsets, run_tail)
-    out = _LOWER[data]
-    return pa.LargeStringArray.from_buffers(n, pa.py_buffer(offsets), pa.py_buffer(out))
+    folded = [
+        unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode("ascii")
+        for text in pc.filter(values, non_ascii).to_pylist()
+    ]
+    return pc.replace_with_mask(
+        values, non_ascii, pa.array(folded, type=pa.large_string())
+    )
 
 
 def _matchable(values: pa.Array) -> pa.Array:
     """A form of ``values`` on which the rules' patterns (see ``_flexible``)
-    match exactly when the plain patterns match the ``normalize_label`` form.
-
-    For ASCII text that is just lower case with apostrophes deleted, done by
-    Arrow kernels: the patterns themselves treat any run of non-alphanumerics
-    as one separator. Text with non-ASCII bytes takes the exact
-    ``_normalize_text`` path, which folds accents.
+    match exactly when the plain patterns match the ``normalize_label`` form:
+    accents folded, lower case, apostrophes deleted. Separators are left as
+    they are; the patterns treat any run of non-alphanumerics as one.
     """
-    values = values.cast(pa.large_string())
-    if values.null_count or not pc.all(pc.string_is_ascii(values)).as_py():
-        return _normalize_text(values)
-    lowered = pc.ascii_lower(values)
+    lowered = pc.ascii_lower(_fold_non_ascii(values.cast(pa.large_string())))
     quoted = pc.match_substring_regex(lowered, r"['`]")
     if pc.any(quoted).as_py():
         fixed = pc.replace_substring_regex(pc.filter(lowered, quoted), r"['`]", "")

@@ -142,13 +142,6 @@ def standardize(
         quarantines.append(data.quarantine)
         dropped[name] = dict(data.dropped)
         files.extend(data.files)
-        log.info(
-            "read %s: %s rows, %s quarantined, dropped %s",
-            name,
-            len(data.frame),
-            len(data.quarantine),
-            data.dropped or "none",
-        )
     frame = pd.concat(frames, ignore_index=True)
     duplicated = frame["sample_id"].duplicated()
     if duplicated.any():

@@ -125,7 +125,7 @@ def read_csv(
     frame = _to_text_frame(table)
     lines = _good_lines(table.num_rows, bad_rows)
     malformed = _malformed(bad_rows, dataset, source_file)
-    log.info(
+    log.debug(
         "read %s: %d rows, %d malformed, in %.2fs",
         path,
         len(frame),

@@ -54,3 +54,21 @@ class DataError(MlkitError, ValueError):
         if hint is not None:
             message += f". {hint}"
         super().__init__(message)
+
+
+def describe_validation_error(exc: Exception) -> str:
+    """One ``field: message`` line per problem of a pydantic ValidationError.
+
+    Other exceptions are returned as their string.
+    """
+    errors = getattr(exc, "errors", None)
+    if errors is None:
+        return str(exc)
+    lines = []
+    for error in errors():
+        where = ".".join(str(part) for part in error.get("loc", ())) or "(top level)"
+        message = error.get("msg", "invalid").removeprefix("Value error, ")
+        if error.get("type") == "extra_forbidden":
+            message = "unknown key"
+        lines.append(f"{where}: {message}")
+    return "; ".join(lines)

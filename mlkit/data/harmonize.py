@@ -27,7 +27,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 
 from mlkit.data.schema import STRING
-from mlkit.errors import ConfigError, DataError
+from mlkit.errors import ConfigError, DataError, describe_validation_error
 
 log = logging.getLogger(__name__)
 
@@ -119,7 +119,9 @@ class Taxonomy:
         try:
             parsed = _TaxonomyFile.model_validate(data)
         except ValidationError as exc:
-            raise ConfigError(f"{source}: invalid taxonomy: {exc}") from exc
+            raise ConfigError(
+                f"{source}: invalid taxonomy: {describe_validation_error(exc)}"
+            ) from exc
 
         names = {normalize_label(name): name for name in parsed.labels}
         for name in parsed.labels:

@@ -24,7 +24,7 @@ from mlkit.data.leakage import RULES, LeakageReport, filter_leakage
 from mlkit.data.manifest import ManifestPaths, write_manifest
 from mlkit.data.schema import AUGMENTERS, DATASETS, SOURCES, conform_quarantine
 from mlkit.data.sources import apply_skincap, read_source
-from mlkit.errors import ConfigError, DataError
+from mlkit.errors import ConfigError, DataError, describe_validation_error
 
 log = logging.getLogger(__name__)
 
@@ -89,7 +89,9 @@ def parse_config(data: dict[str, Any], *, source: str = "parameters") -> Prepare
     try:
         return PrepareConfig.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError(f"{source}: invalid preprocessing config: {exc}") from exc
+        raise ConfigError(
+            f"{source}: invalid preprocessing config: {describe_validation_error(exc)}"
+        ) from exc
 
 
 @dataclass

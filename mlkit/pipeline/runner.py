@@ -22,7 +22,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from mlkit._io import sha256_file, write_json
-from mlkit.errors import ConfigError, MlkitError
+from mlkit.errors import ConfigError, MlkitError, describe_validation_error
 
 log = logging.getLogger(__name__)
 
@@ -100,7 +100,9 @@ def load_profile(profile: str | Path) -> Profile:
     try:
         parsed = Profile.model_validate(yaml.safe_load(text))
     except (ValidationError, yaml.YAMLError) as exc:
-        raise ConfigError(f"{source}: invalid profile: {exc}") from exc
+        raise ConfigError(
+            f"{source}: invalid profile: {describe_validation_error(exc)}"
+        ) from exc
     unknown = sorted(set(parsed.stages) - {s.name for s in STAGES})
     if unknown:
         raise ConfigError(

@@ -21,3 +21,21 @@ def test_data_error_names_every_known_part():
 def test_data_error_without_location():
     assert str(DataError("empty")) == "empty"
     assert issubclass(ConfigError, ValueError)
+
+
+def test_validation_errors_are_one_line_per_field():
+    from pydantic import BaseModel, ConfigDict, ValidationError
+
+    from mlkit.errors import describe_validation_error
+
+    class Config(BaseModel):
+        model_config = ConfigDict(extra="forbid")
+        seed: int
+
+    try:
+        Config.model_validate({"seed": "x", "sedd": 1})
+    except ValidationError as exc:
+        text = describe_validation_error(exc)
+    assert "seed: Input should be a valid integer" in text
+    assert "sedd: unknown key" in text
+    assert describe_validation_error(KeyError("k")) == "'k'"

@@ -65,7 +65,6 @@ PHRASE_RULES: dict[str, str] = {
 RULES: tuple[str, ...] = ("label_mention", *PHRASE_RULES)
 
 
-
 @dataclass
 class LeakageReport:
     """Counts and examples of what the filter removed."""

@@ -246,8 +246,19 @@ def pipeline() -> None:
     show_default=True,
     help="Where executed notebooks go (the book reads them there).",
 )
+@click.option(
+    "--min-macro-f1",
+    type=float,
+    envvar="MLKIT_MIN_MACRO_F1",
+    help="Deployment-gate threshold on test macro-F1; overrides the profile "
+    "(environment: MLKIT_MIN_MACRO_F1).",
+)
 def pipeline_run(
-    profile: str, workdir: Path, notebooks_dir: Path, executed_dir: Path
+    profile: str,
+    workdir: Path,
+    notebooks_dir: Path,
+    executed_dir: Path,
+    min_macro_f1: float | None,
 ) -> None:
     """Run every stage's notebook in order and write a run summary."""
     from mlkit.pipeline.runner import run_pipeline
@@ -257,6 +268,7 @@ def pipeline_run(
         workdir=workdir,
         notebooks_dir=notebooks_dir,
         executed_dir=executed_dir,
+        min_macro_f1=min_macro_f1,
         progress=True,
     )
     for stage in summary["stages"]:

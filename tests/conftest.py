@@ -16,3 +16,37 @@ def demo_data(tmp_path_factory):
     root = tmp_path_factory.mktemp("demo") / "data"
     summary = generate(root, SynthConfig(n_samples=300, seed=7))
     return root, summary
+
+
+TINY_TRAINING = {
+    "image_size": 32,
+    "text": {"kind": "tfidf", "dim": 8},
+    "model": {
+        "vision": {"arch": "small_cnn", "width": 8, "depth": 2},
+        "fusion": {"proj_dim": 16, "hidden_dim": 16, "aux_heads": True},
+    },
+    "train": {"epochs": 2, "batch_size": 32, "early_stopping_patience": None},
+}
+
+
+@pytest.fixture(scope="session")
+def prepared_demo(demo_data, tmp_path_factory):
+    """The demo data prepared into a manifest, once per session."""
+    from mlkit.data.prepare import PrepareConfig, prepare
+
+    root, _ = demo_data
+    out = tmp_path_factory.mktemp("prepared_demo")
+    prepare(PrepareConfig(data_root=root, out_dir=out, image_check="full"))
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_model(prepared_demo, tmp_path_factory):
+    """A tiny model trained for two epochs on the prepared demo data."""
+    from mlkit.train.run import parse_train_run_config, train_model
+
+    out = tmp_path_factory.mktemp("tiny_model")
+    config = parse_train_run_config(
+        {**TINY_TRAINING, "manifest": prepared_demo, "out_dir": out}
+    )
+    return train_model(config), config

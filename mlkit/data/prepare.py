@@ -189,6 +189,9 @@ def prepare(config: PrepareConfig, *, progress: bool = False) -> PrepareResult:
     text, leakage_report = filter_leakage(
         frame["text"], frame["label"], taxonomy, rules=config.leakage_rules
     )
+    # The unfiltered text stays beside it, for the ablation that shows what the
+    # filter prevents; models train on `text` only.
+    frame["text_unfiltered"] = frame["text"]
     frame["text"] = text
     lap("leakage")
 

@@ -29,7 +29,8 @@ COLUMNS: dict[str, object] = {
     "image_path": STRING,  # relative to the data root, POSIX separators
     "raw_label": STRING,  # as spelled in the source
     "label": STRING,  # canonical label after harmonization
-    "text": STRING,  # description; "" when the source has none
+    "text": STRING,  # description after the leakage filter; "" when none
+    "text_unfiltered": STRING,  # the description before the leakage filter
     "fitzpatrick": "Int8",  # 1-6, null when unknown or only a range is known
     "fitzpatrick_group": STRING,  # "I-II", "III-IV", "V-VI" or null
     "group_id": STRING,  # patient / lesion / case; null when the source has none

@@ -70,7 +70,11 @@ class Stage:
     notebook: str  # file name under the notebooks directory
 
 
-STAGES: tuple[Stage, ...] = (Stage("01_preprocess", "01_preprocess.ipynb"),)
+STAGES: tuple[Stage, ...] = (
+    Stage("01_preprocess", "01_preprocess.ipynb"),
+    Stage("02_train", "02_train.ipynb"),
+    Stage("03_evaluate", "03_evaluate.ipynb"),
+)
 
 
 def profile_names() -> list[str]:
@@ -188,9 +192,15 @@ def run_pipeline(
     workdir: str | Path = "build",
     notebooks_dir: str | Path = "notebooks",
     executed_dir: str | Path = "book/notebooks",
+    min_macro_f1: float | None = None,
     progress: bool = False,
 ) -> dict[str, Any]:
-    """Run every stage of ``profile``; return (and write) the run summary."""
+    """Run every stage of ``profile``; return (and write) the run summary.
+
+    ``min_macro_f1`` overrides the profile's deployment-gate threshold (CI sets
+    it); the evaluation stage fails, and the run stops, when the model's test
+    macro-F1 is not above it.
+    """
     spec = load_profile(profile)
     workdir, executed_dir = Path(workdir).resolve(), Path(executed_dir).resolve()
     notebooks_dir = Path(notebooks_dir).resolve()
@@ -224,15 +234,29 @@ def run_pipeline(
         summary["data"] = {"synthetic": False, "data_root": str(data_root)}
 
     # Stages: each one's outputs are the next one's inputs.
-    prepared = workdir / "prepared"
+    prepared, trained = workdir / "prepared", workdir / "train"
+    evaluated = workdir / "evaluate"
     wiring: dict[str, dict[str, Any]] = {
         "01_preprocess": {"data_root": str(data_root), "out_dir": str(prepared)},
+        "02_train": {"manifest": str(prepared), "out_dir": str(trained)},
+        "03_evaluate": {
+            "model_dir": str(trained / "model"),
+            "manifest": str(prepared),
+            "out_dir": str(evaluated),
+        },
     }
+    if min_macro_f1 is not None:
+        wiring["03_evaluate"]["min_macro_f1"] = min_macro_f1
     outputs: dict[str, list[Path]] = {
         "01_preprocess": [
             prepared / "manifest.parquet",
             prepared / "dataset_card.json",
         ],
+        "02_train": [
+            trained / "model" / "model.safetensors",
+            trained / "model" / "model_card.json",
+        ],
+        "03_evaluate": [evaluated / "evaluation_report.json", evaluated / "gate.json"],
     }
     for stage in STAGES:
         parameters = {**spec.stages.get(stage.name, {}), **wiring[stage.name]}

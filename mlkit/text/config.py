@@ -55,7 +55,13 @@ class TextConfig(BaseModel):
         foreign = set()
         for kind, names in _ONLY_FOR.items():
             if kind != self.kind:
-                foreign |= names & self.model_fields_set
+                # A setting of the other kind at its default value is what a
+                # dumped config carries; only a changed one is a mistake.
+                foreign |= {
+                    name
+                    for name in names & self.model_fields_set
+                    if getattr(self, name) != type(self).model_fields[name].default
+                }
         if foreign:
             raise ValueError(
                 f"{sorted(foreign)} do not apply to text encoder kind {self.kind!r}"

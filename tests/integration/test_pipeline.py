@@ -3,10 +3,12 @@
 import json
 
 import pytest
+import yaml
 from click.testing import CliRunner
 
 from mlkit.cli import cli
 from mlkit.pipeline.runner import PipelineError, run_pipeline
+from tests.conftest import TINY_TRAINING
 
 pytestmark = pytest.mark.notebook
 
@@ -14,21 +16,37 @@ pytestmark = pytest.mark.notebook
 @pytest.fixture
 def profile(tmp_path):
     path = tmp_path / "tiny.yaml"
-    path.write_text(
-        "name: tiny\n"
-        "data: {synthetic: {n_samples: 120, seed: 2}}\n"
-        "stages:\n  01_preprocess: {min_samples_per_label: 2, image_check: header}\n"
-    )
+    tiny = {k: v for k, v in TINY_TRAINING.items() if k != "train"}
+    profile = {
+        "name": "tiny",
+        "data": {"synthetic": {"n_samples": 150, "seed": 2}},
+        "stages": {
+            "01_preprocess": {"min_samples_per_label": 2},
+            "02_train": {"config": "ci", "overrides": tiny, "epochs": 2},
+            "03_evaluate": {"min_macro_f1": 0.9},
+        },
+    }
+    path.write_text(yaml.safe_dump(profile))
     return path
 
 
 def test_pipeline_runs_every_stage_and_writes_a_summary(tmp_path, profile):
     summary = run_pipeline(
-        profile, workdir=tmp_path / "build", executed_dir=tmp_path / "executed"
+        profile,
+        workdir=tmp_path / "build",
+        executed_dir=tmp_path / "executed",
+        min_macro_f1=0.0,  # CI's override of the profile's threshold
     )
     assert summary["profile"] == "tiny" and summary["data"]["synthetic"] is True
+    assert [s["name"] for s in summary["stages"]] == [
+        "01_preprocess",
+        "02_train",
+        "03_evaluate",
+    ]
+    assert summary["stages"][2]["parameters"]["min_macro_f1"] == 0.0
+    gate = json.loads((tmp_path / "build" / "evaluate" / "gate.json").read_text())
+    assert gate["passed"] is True
     stage = summary["stages"][0]
-    assert stage["name"] == "01_preprocess"
     assert (tmp_path / "executed" / "01_preprocess.ipynb").is_file()
     artifacts = {a["path"].rsplit("/", 1)[-1]: a["sha256"] for a in stage["artifacts"]}
     card = json.loads(
@@ -93,5 +111,9 @@ def test_cli_synth_prepare_and_pipeline(tmp_path, profile):
             str(tmp_path / "x"),
         ],
     )
-    assert result.exit_code == 0, result.output
-    assert "01_preprocess:" in result.stdout
+    # The profile's gate (0.9) is above what two epochs reach: the run must fail
+    # at the gate cell, say so, and leave no gate file.
+    assert result.exit_code == 1, result.output
+    assert "03_evaluate.ipynb: cell" in result.output
+    assert "Deployment gate failed: test macro-F1" in result.output
+    assert not (tmp_path / "w" / "evaluate" / "gate.json").exists()

@@ -60,3 +60,9 @@ def test_missing_model_path_is_a_config_error(tmp_path):
     missing = tmp_path / "models" / "mini"
     with pytest.raises(ConfigError, match=f"{missing}"):
         build_encoder({"model": str(missing)})
+
+
+@pytest.mark.parametrize("kind", ["tfidf", "sentence-transformers"])
+def test_a_dumped_config_validates_again(kind):
+    config = TextConfig(kind=kind)
+    assert TextConfig.model_validate(config.model_dump(mode="json")) == config

@@ -1,0 +1,93 @@
+"""manifest -> train -> model directory -> evaluate -> gate, on real files."""
+
+import json
+
+import pytest
+
+from mlkit.errors import DataError
+from mlkit.evaluate.gate import GateFailed, read_gate, write_gate
+from mlkit.evaluate.run import EvaluateRunConfig, evaluate_model
+from mlkit.train.run import load_model
+
+
+@pytest.fixture(scope="module")
+def report(tiny_model, prepared_demo, tmp_path_factory):
+    result, _ = tiny_model
+    out = tmp_path_factory.mktemp("evaluation")
+    config = EvaluateRunConfig(
+        model_dir=result.model_dir, manifest=prepared_demo, out_dir=out
+    )
+    return evaluate_model(config), out
+
+
+def test_model_directory_holds_safetensors_card_and_encoder(tiny_model):
+    result, _ = tiny_model
+    names = sorted(p.name for p in result.model_dir.iterdir())
+    assert names == [
+        "model.safetensors",
+        "model_card.json",
+        "text_encoder.json",
+        "text_encoder.safetensors",
+    ]
+    card = json.loads((result.model_dir / "model_card.json").read_text())
+    assert card["dataset"]["synthetic"] is True
+    assert card["classes"] == result.classes and len(result.classes) == 10
+    assert len(card["image"]["mean"]) == 3 and card["image"]["size"] == 32
+    assert card["text_encoder"]["id"].startswith("tfidf-svd:")
+    assert len(result.history.epochs) == 2
+
+
+def test_report_covers_metrics_groups_and_ablations(report, tiny_model):
+    rep, out = report
+    result, _ = tiny_model
+    assert (out / "evaluation_report.json").is_file()
+    assert rep["synthetic"] is True
+    assert rep["model_sha256"] == result.card["weights_sha256"]
+    assert 0 <= rep["metrics"]["macro_f1"] <= 1
+    assert {g["group"] for g in rep["groups"]["fitzpatrick_group"]} >= {"I-II"}
+    assert set(rep["ablations"]) == {
+        "image_and_text",
+        "image_only",
+        "text_only",
+        "text_only_filter_off",
+        "text_only_filter_on",
+    }
+    assert rep["ablations"]["image_and_text"]["macro_f1"] == rep["metrics"]["macro_f1"]
+
+
+def test_gate_passes_and_fails_on_the_measured_score(report, tmp_path):
+    rep, _ = report
+    path = write_gate(tmp_path / "gate.json", rep, 0.0)
+    assert read_gate(path)["model_sha256"] == rep["model_sha256"]
+    with pytest.raises(GateFailed, match="is not above the gate threshold 0.990"):
+        write_gate(tmp_path / "gate.json", rep, 0.99)
+    assert not (tmp_path / "gate.json").exists()
+
+
+def test_tampered_weights_are_refused(tiny_model, tmp_path):
+    import shutil
+
+    result, _ = tiny_model
+    copy = tmp_path / "model"
+    shutil.copytree(result.model_dir, copy)
+    weights = copy / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:-8] + b"\x00" * 8)
+    with pytest.raises(DataError, match="sha256"):
+        load_model(copy)
+    (copy / "model.pt").write_bytes(b"")
+    with pytest.raises(DataError, match="model.pt"):
+        load_model(copy)
+
+
+def test_evaluation_refuses_another_manifest(tiny_model, demo_data, tmp_path):
+    from mlkit.data.prepare import PrepareConfig, prepare
+
+    result, _ = tiny_model
+    root, _ = demo_data
+    other = tmp_path / "other"
+    prepare(PrepareConfig(data_root=root, out_dir=other, image_check="none", seed=9))
+    config = EvaluateRunConfig(
+        model_dir=result.model_dir, manifest=other, out_dir=tmp_path / "e"
+    )
+    with pytest.raises(DataError, match="trained on another manifest"):
+        evaluate_model(config)

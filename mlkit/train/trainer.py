@@ -64,8 +64,13 @@ HISTORY_COLUMNS = (
     "lr_backbone",
     "lr_head",
     "is_best",
-    "seconds",
+    "seconds",  # the whole epoch, validation included
+    "train_seconds",  # the training pass
+    "data_seconds",  # of which waiting for the data loader's next batch
+    "train_samples",
 )
+#: History columns that measure time, so they differ between identical runs.
+TIMING_COLUMNS = ("seconds", "train_seconds", "data_seconds")
 
 # loss_fn(outputs, target): outputs is the model's dict, target the (B,) labels.
 LossFn = Callable[[Mapping[str, torch.Tensor], torch.Tensor], torch.Tensor]
@@ -178,6 +183,14 @@ class _Progress:
     rows: list[dict[str, Any]] = field(default_factory=list)
 
 
+@dataclass(frozen=True)
+class _EpochStats:
+    loss: float
+    seconds: float
+    data_seconds: float
+    samples: int
+
+
 class Trainer:
     """Trains, validates and applies a classifier following the batch contract.
 
@@ -277,7 +290,7 @@ class Trainer:
             while not progress.finished:
                 epoch = progress.epoch + 1
                 started = time.perf_counter()
-                train_loss = self._train_epoch(
+                stats = self._train_epoch(
                     train_loader,
                     optimizer,
                     scaler,
@@ -303,7 +316,7 @@ class Trainer:
                     {
                         "epoch": epoch,
                         "step": progress.step,
-                        "train_loss": train_loss,
+                        "train_loss": stats.loss,
                         "val_loss": metrics["loss"],
                         "val_macro_f1": metrics["macro_f1"],
                         "val_accuracy": metrics["accuracy"],
@@ -311,6 +324,9 @@ class Trainer:
                         "lr_head": _group_lr(optimizer, "head"),
                         "is_best": improved,
                         "seconds": round(time.perf_counter() - started, 3),
+                        "train_seconds": round(stats.seconds, 3),
+                        "data_seconds": round(stats.data_seconds, 3),
+                        "train_samples": stats.samples,
                     }
                 )
                 patience = config.early_stopping_patience
@@ -335,7 +351,7 @@ class Trainer:
                     "epoch %d/%d: train loss %.4f, val loss %.4f, val macro-F1 %.4f%s",
                     epoch,
                     config.epochs,
-                    train_loss,
+                    stats.loss,
                     metrics["loss"],
                     metrics["macro_f1"],
                     " (best)" if improved else "",
@@ -369,8 +385,15 @@ class Trainer:
         epoch: int,
         warmup_steps: int,
         total_steps: int,
-    ) -> float:
-        """One pass over ``loader``; returns the mean training loss per sample."""
+    ) -> _EpochStats:
+        """One pass over ``loader``: mean training loss per sample, and timings.
+
+        ``data_seconds`` is the time spent waiting for the loader's next batch
+        (decoding, augmentation, collation, moving to the device); the rest of
+        ``seconds`` is the model's forward and backward passes.
+        """
+        started = time.perf_counter()
+        data_seconds = 0.0
         self.model.train()
         params = [p for group in optimizer.param_groups for p in group["params"]]
         loss_sum, seen = 0.0, 0
@@ -381,8 +404,10 @@ class Trainer:
             disable=None,
             unit="batch",
         )
+        waiting = time.perf_counter()
         for batch in bar:
             batch = self._to_device(batch)
+            data_seconds += time.perf_counter() - waiting
             factor = warmup_cosine(progress.step, warmup_steps, total_steps)
             for group, base in zip(optimizer.param_groups, base_lrs, strict=True):
                 group["lr"] = base * factor
@@ -415,8 +440,14 @@ class Trainer:
             loss_sum += float(loss.detach()) * size
             seen += size
             bar.set_postfix(loss=f"{loss_sum / seen:.4f}", refresh=False)
+            waiting = time.perf_counter()
         bar.close()
-        return loss_sum / max(seen, 1)
+        return _EpochStats(
+            loss=loss_sum / max(seen, 1),
+            seconds=time.perf_counter() - started,
+            data_seconds=data_seconds,
+            samples=seen,
+        )
 
     # ------------------------------------------------------------ evaluation
 

@@ -21,7 +21,7 @@ from mlkit.train import (
     parse_train_config,
     warmup_cosine,
 )
-from mlkit.train.trainer import HISTORY_COLUMNS
+from mlkit.train.trainer import HISTORY_COLUMNS, TIMING_COLUMNS
 from tests.unit.train.tiny import TinyData, TinyModel, make_loaders, make_model
 
 FAST = {"batch_size": 16, "lr_head": 0.05, "lr_backbone": 0.01, "warmup_epochs": 0.5}
@@ -42,7 +42,7 @@ def assert_same_weights(a, b) -> None:
 
 
 def without_timing(rows):
-    return [{k: v for k, v in row.items() if k != "seconds"} for row in rows]
+    return [{k: v for k, v in row.items() if k not in TIMING_COLUMNS} for row in rows]
 
 
 def run(tmp_path, cfg, *, seed=0, **fit_kwargs):
@@ -371,3 +371,12 @@ def test_batches_and_outputs_must_follow_the_contract():
     bare = Trainer(Bare(), config(), device="cpu")
     with pytest.raises(MlkitError, match="must return a dict with 'logits'"):
         bare.validate(DataLoader(data, batch_size=4))
+
+
+def test_history_times_the_data_loader_separately(tmp_path):
+    cfg = config(epochs=2)
+    _, history = run(tmp_path, cfg)
+    train, _ = make_loaders(cfg)
+    for row in history.epochs:
+        assert row["train_samples"] == len(train.dataset)
+        assert 0 <= row["data_seconds"] <= row["train_seconds"] <= row["seconds"]

@@ -56,6 +56,7 @@ format: $(STAMP)  ## Apply ruff's fixes and formatting.
 
 bench: $(STAMP)  ## Run the benchmark scripts (slow; not part of `make test`).
 	$(BIN)/python benchmarks/bench_preprocess.py
+	$(BIN)/python benchmarks/bench_training.py
 
 clean:  ## Remove generated data, executed notebooks and the built book.
 	rm -rf $(WORKDIR) book/_build book/notebooks .coverage .coverage.* coverage.xml

@@ -214,6 +214,143 @@ def data_labels(labels_file: Path, taxonomy: Path | None) -> None:
         sys.exit(1)
 
 
+@cli.command("train")
+@click.option(
+    "--manifest",
+    required=True,
+    type=click.Path(path_type=Path),
+    help="Manifest file, or the folder that holds it.",
+)
+@click.option(
+    "--out-dir",
+    required=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Where history, checkpoints and the model go.",
+)
+@click.option(
+    "--config",
+    "config_name",
+    default="ci",
+    show_default=True,
+    help="Packaged training config (ci, full) or a YAML file.",
+)
+@click.option(
+    "--data-root",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Image root; default: the one the manifest was prepared from.",
+)
+@click.option("--epochs", type=int, help="Override the config's epochs.")
+@click.option("--seed", type=int, help="Override the config's seed.")
+@click.option(
+    "--backend",
+    type=click.Choice(["local", "modal"]),
+    default="local",
+    show_default=True,
+    help="Train here, or on a Modal GPU.",
+)
+def train_cmd(
+    manifest: Path,
+    out_dir: Path,
+    config_name: str,
+    data_root: Path | None,
+    epochs: int | None,
+    seed: int | None,
+    backend: str,
+) -> None:
+    """Train the multimodal classifier on a prepared manifest."""
+    from mlkit.cloud import run_training
+    from mlkit.train.run import TrainRunConfig
+
+    train = {k: v for k, v in {"epochs": epochs, "seed": seed}.items() if v is not None}
+    config = TrainRunConfig.from_yaml(
+        config_name,
+        manifest=manifest,
+        out_dir=out_dir,
+        data_root=data_root,
+        train=train or None,
+    )
+    summary = run_training(config.model_dump(mode="json"), backend=backend)
+    click.echo(json.dumps(summary, indent=2, sort_keys=True))
+
+
+@cli.command("evaluate")
+@click.option("--model-dir", required=True, type=click.Path(path_type=Path))
+@click.option("--manifest", required=True, type=click.Path(path_type=Path))
+@click.option(
+    "--out-dir",
+    required=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Where the evaluation report (and gate) go.",
+)
+@click.option(
+    "--min-macro-f1",
+    type=float,
+    envvar="MLKIT_MIN_MACRO_F1",
+    help="Apply the deployment gate: write gate.json only if test "
+    "macro-F1 is above this, else exit with status 1.",
+)
+@click.option(
+    "--backend",
+    type=click.Choice(["local", "modal"]),
+    default="local",
+    show_default=True,
+)
+def evaluate_cmd(
+    model_dir: Path,
+    manifest: Path,
+    out_dir: Path,
+    min_macro_f1: float | None,
+    backend: str,
+) -> None:
+    """Evaluate a model on the test split; optionally apply the gate."""
+    from mlkit.cloud import run_evaluation
+    from mlkit.evaluate.gate import write_gate
+
+    report = run_evaluation(
+        {
+            "model_dir": str(model_dir),
+            "manifest": str(manifest),
+            "out_dir": str(out_dir),
+        },
+        backend=backend,
+    )
+    metrics = report["metrics"]
+    click.echo(
+        f"test macro-F1 {metrics['macro_f1']:.4f}, accuracy "
+        f"{metrics['accuracy']:.4f} on {metrics['n']} rows"
+        + (" (synthetic data)" if report["synthetic"] else "")
+    )
+    if min_macro_f1 is not None:
+        path = write_gate(out_dir / "gate.json", report, min_macro_f1)
+        click.echo(f"gate passed: {path}")
+
+
+@cli.group(cls=_Group)
+def cloud() -> None:
+    """Modal: keep data and models in the mlkit volume."""
+
+
+@cloud.command("sync")
+@click.argument(
+    "local_dir", type=click.Path(file_okay=False, exists=True, path_type=Path)
+)
+@click.argument("remote_dir")
+@click.option("--force", is_flag=True, help="Overwrite files already there.")
+@click.option(
+    "--dry-run",
+    is_flag=True,
+    help="Print the equivalent `modal volume put` command only.",
+)
+def cloud_sync(local_dir: Path, remote_dir: str, force: bool, dry_run: bool) -> None:
+    """Upload LOCAL_DIR to REMOTE_DIR in the mlkit Modal volume."""
+    from mlkit.cloud import sync_command_args, sync_to_volume
+
+    if dry_run:
+        click.echo(" ".join(sync_command_args(local_dir, remote_dir, force=force)))
+        return
+    click.echo(sync_to_volume(local_dir, remote_dir, force=force))
+
+
 @cli.group(cls=_Group)
 def pipeline() -> None:
     """Run the notebook pipeline (papermill)."""

@@ -91,3 +91,71 @@ def test_evaluation_refuses_another_manifest(tiny_model, demo_data, tmp_path):
     )
     with pytest.raises(DataError, match="trained on another manifest"):
         evaluate_model(config)
+
+
+def test_cli_train_evaluate_and_gate(prepared_demo, tmp_path):
+    import yaml
+    from click.testing import CliRunner
+
+    from mlkit.cli import cli
+    from tests.conftest import TINY_TRAINING
+
+    config = tmp_path / "tiny.yaml"
+    config.write_text(yaml.safe_dump(TINY_TRAINING))
+    runner = CliRunner()
+    result = runner.invoke(
+        cli,
+        [
+            "-q",
+            "train",
+            "--manifest",
+            str(prepared_demo),
+            "--out-dir",
+            str(tmp_path / "train"),
+            "--config",
+            str(config),
+            "--epochs",
+            "1",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    assert summary["best_epoch"] == 1 and len(summary["classes"]) == 10
+
+    evaluate = [
+        "-q",
+        "evaluate",
+        "--model-dir",
+        summary["model_dir"],
+        "--manifest",
+        str(prepared_demo),
+        "--out-dir",
+        str(tmp_path / "eval"),
+    ]
+    result = runner.invoke(cli, [*evaluate, "--min-macro-f1", "0"])
+    assert result.exit_code == 0, result.output
+    assert "(synthetic data)" in result.stdout and "gate passed" in result.stdout
+    result = runner.invoke(cli, evaluate, env={"MLKIT_MIN_MACRO_F1": "0.999"})
+    assert result.exit_code == 1
+    assert "is not above the gate threshold 0.999" in result.output
+    assert not (tmp_path / "eval" / "gate.json").exists()
+
+
+def test_cli_cloud_sync_dry_run(tmp_path):
+    from click.testing import CliRunner
+
+    from mlkit.cli import cli
+
+    result = CliRunner().invoke(
+        cli, ["cloud", "sync", str(tmp_path), "runs/demo", "--dry-run", "--force"]
+    )
+    assert result.exit_code == 0, result.output
+    assert result.stdout.split() == [
+        "modal",
+        "volume",
+        "put",
+        "mlkit-data",
+        str(tmp_path),
+        "/runs/demo",
+        "--force",
+    ]

@@ -248,6 +248,11 @@ def data_labels(labels_file: Path, taxonomy: Path | None) -> None:
     show_default=True,
     help="Train here, or on a Modal GPU.",
 )
+@click.option(
+    "--resume",
+    is_flag=True,
+    help="Continue an interrupted local run in OUT_DIR from its last epoch.",
+)
 def train_cmd(
     manifest: Path,
     out_dir: Path,
@@ -256,6 +261,7 @@ def train_cmd(
     epochs: int | None,
     seed: int | None,
     backend: str,
+    resume: bool,
 ) -> None:
     """Train the multimodal classifier on a prepared manifest."""
     from mlkit.cloud import run_training
@@ -269,7 +275,14 @@ def train_cmd(
         data_root=data_root,
         train=train or None,
     )
-    summary = run_training(config.model_dump(mode="json"), backend=backend)
+    if resume:
+        if backend != "local":
+            raise click.UsageError("--resume works with the local backend only")
+        from mlkit.train.run import train_model
+
+        summary = train_model(config, resume=True).to_dict()
+    else:
+        summary = run_training(config.model_dump(mode="json"), backend=backend)
     click.echo(json.dumps(summary, indent=2, sort_keys=True))
 
 

@@ -172,8 +172,14 @@ def _embed(
     )
 
 
-def train_model(config: TrainRunConfig, *, progress: bool = False) -> TrainResult:
-    """Run the training stage; return the model directory and history."""
+def train_model(
+    config: TrainRunConfig, *, resume: bool = False, progress: bool = False
+) -> TrainResult:
+    """Run the training stage; return the model directory and history.
+
+    With ``resume`` training continues from the state the last finished epoch
+    left in ``out_dir`` (same config required), as the Trainer documents.
+    """
     manifest_path = (
         config.manifest / "manifest.parquet"
         if config.manifest.is_dir()
@@ -262,7 +268,9 @@ def train_model(config: TrainRunConfig, *, progress: bool = False) -> TrainResul
         },
     }
     trainer = Trainer(model, config.train, loss_fn)
-    history = trainer.fit(train_loader, val_loader, config.out_dir, card=card)
+    history = trainer.fit(
+        train_loader, val_loader, config.out_dir, card=card, resume=resume
+    )
 
     # The model directory: the best checkpoint plus the fitted text encoder.
     model_dir = config.out_dir / MODEL_DIR_NAME

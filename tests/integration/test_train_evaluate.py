@@ -122,6 +122,27 @@ def test_cli_train_evaluate_and_gate(prepared_demo, tmp_path):
     summary = json.loads(result.stdout)
     assert summary["best_epoch"] == 1 and len(summary["classes"]) == 10
 
+    # Resuming with more epochs is refused (the config changed); with the same
+    # config it continues from the saved state and trains nothing more.
+    train = [
+        "-q",
+        "train",
+        "--manifest",
+        str(prepared_demo),
+        "--out-dir",
+        str(tmp_path / "train"),
+        "--config",
+        str(config),
+        "--resume",
+    ]
+    result = runner.invoke(cli, [*train, "--epochs", "2"])
+    assert result.exit_code == 1 and "epochs" in result.output
+    result = runner.invoke(cli, [*train, "--epochs", "1"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["best_epoch"] == 1
+    result = runner.invoke(cli, [*train, "--backend", "modal"])
+    assert result.exit_code == 2 and "local backend only" in result.output
+
     evaluate = [
         "-q",
         "evaluate",

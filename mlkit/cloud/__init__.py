@@ -22,6 +22,7 @@ from mlkit.cloud.modal_app import (
     volume_paths,
     volume_relative,
 )
+from mlkit.cloud.workflow import evaluate_on_modal, train_on_modal
 
 __all__ = [
     "GPU",
@@ -40,4 +41,6 @@ __all__ = [
     "train_remote",
     "volume_paths",
     "volume_relative",
+    "train_on_modal",
+    "evaluate_on_modal",
 ]

@@ -35,7 +35,7 @@ import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from torch import nn
 from torch.utils.data import DataLoader
-from tqdm.auto import tqdm
+from tqdm import tqdm  # not tqdm.auto: no notebook widgets needed
 
 from mlkit._io import atomic_open, write_json
 from mlkit.errors import ConfigError, DataError, MlkitError

@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from mlkit.errors import ConfigError, DataError
+from mlkit.errors import ConfigError, DataError, describe_validation_error
 
 log = logging.getLogger(__name__)
 
@@ -443,10 +443,7 @@ def abstention_thresholds(
     try:
         return AbstentionThresholds.model_validate(dict(thresholds or {}))
     except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(map(str, err['loc'])) or 'thresholds'}: {err['msg']}"
-            for err in exc.errors()
-        )
+        problems = describe_validation_error(exc)
         raise ConfigError(f"invalid abstention thresholds: {problems}") from exc
 
 

@@ -14,7 +14,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from mlkit.errors import ConfigError
+from mlkit.errors import ConfigError, describe_validation_error
 
 log = logging.getLogger(__name__)
 
@@ -180,8 +180,5 @@ def parse_model_config(data: Mapping[str, Any] | ModelConfig) -> ModelConfig:
     try:
         return ModelConfig.model_validate(data)
     except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc']) or '<root>'}: {err['msg']}"
-            for err in exc.errors()
-        )
+        problems = describe_validation_error(exc)
         raise ConfigError(f"invalid model config: {problems}") from exc

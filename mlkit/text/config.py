@@ -15,7 +15,7 @@ from pydantic import (
     model_validator,
 )
 
-from mlkit.errors import ConfigError
+from mlkit.errors import ConfigError, describe_validation_error
 from mlkit.text.base import TextEncoder
 
 log = logging.getLogger(__name__)
@@ -81,10 +81,7 @@ def parse_text_config(
     try:
         return TextConfig.model_validate(dict(data or {}))
     except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(map(str, error['loc'])) or 'config'}: {error['msg']}"
-            for error in exc.errors()
-        )
+        problems = describe_validation_error(exc)
         raise ConfigError(f"{source}: invalid text encoder config: {problems}") from exc
     except (TypeError, ValueError) as exc:
         raise ConfigError(

@@ -38,7 +38,7 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm  # not tqdm.auto: no notebook widgets needed
 
 from mlkit._io import atomic_open, write_json
-from mlkit.errors import ConfigError, DataError, MlkitError
+from mlkit.errors import ConfigError, DataError, MlkitError, describe_validation_error
 from mlkit.evaluate.metrics import macro_f1
 from mlkit.train import _state
 from mlkit.train.checkpoint import (
@@ -118,10 +118,7 @@ def parse_train_config(
     try:
         return TrainConfig.model_validate(dict(data or {}))
     except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(part) for part in err['loc']) or '<root>'}: {err['msg']}"
-            for err in exc.errors()
-        )
+        problems = describe_validation_error(exc)
         raise ConfigError(f"{source}: invalid: {problems}") from exc
 
 

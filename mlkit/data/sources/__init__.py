@@ -27,7 +27,7 @@ from mlkit.data.sources import (
     _skincap,
 )
 from mlkit.data.sources._common import SourceData
-from mlkit.errors import ConfigError
+from mlkit.errors import ConfigError, describe_validation_error
 
 __all__ = ["SOURCE_OPTIONS", "SourceData", "apply_skincap", "read_source"]
 
@@ -102,10 +102,7 @@ def _options(name: str, options: Mapping[str, Any] | BaseModel | None) -> Any:
     try:
         return model.model_validate(dict(options or {}))
     except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(map(str, err['loc'])) or 'options'}: {err['msg']}"
-            for err in exc.errors()
-        )
+        problems = describe_validation_error(exc)
         raise ConfigError(
             f"invalid options for source {name!r}: {problems}. "
             f"Known options: {', '.join(model.model_fields)}"

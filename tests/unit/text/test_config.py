@@ -41,7 +41,7 @@ def test_unknown_kind_and_unknown_keys_are_refused():
         TextConfig(kind="bag-of-words")
     with pytest.raises(ConfigError, match="invalid text encoder config.*kind"):
         build_encoder({"kind": "bag-of-words"})
-    with pytest.raises(ConfigError, match="dimension: Extra inputs"):
+    with pytest.raises(ConfigError, match="dimension: unknown key"):
         build_encoder({"kind": "tfidf", "dimension": 8})
     with pytest.raises(ConfigError, match="dim"):
         build_encoder({"kind": "tfidf", "dim": 0})

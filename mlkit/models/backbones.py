@@ -127,20 +127,26 @@ class Backbone(nn.Module):
         return self.dropout(self.pool(x))
 
 
+def _add_stages(backbone: Backbone, cfg: VisionConfig, block: type[nn.Module]) -> None:
+    """Per stage, ``cfg.blocks`` blocks of ``block``; every stage after the first
+    starts with a stride-2 block and doubles the width."""
+    c_in = cfg.width
+    for i in range(cfg.depth):
+        c_out = cfg.width * 2**i
+        layers = [
+            block(c_in if j == 0 else c_out, c_out, 2 if i and not j else 1)
+            for j in range(cfg.blocks)
+        ]
+        backbone.stages.append(nn.Sequential(*layers))
+        c_in = c_out
+
+
 class SmallCNN(Backbone):
     """Plain CNN: per stage, ``blocks`` conv-BN-ReLU layers, the first strided."""
 
     def __init__(self, cfg: VisionConfig) -> None:
         super().__init__(cfg)
-        c_in = cfg.width
-        for i in range(cfg.depth):
-            c_out = cfg.width * 2**i
-            layers = [
-                ConvBNReLU(c_in if j == 0 else c_out, c_out, 2 if i and not j else 1)
-                for j in range(cfg.blocks)
-            ]
-            self.stages.append(nn.Sequential(*layers))
-            c_in = c_out
+        _add_stages(self, cfg, ConvBNReLU)
         self._init_weights()
 
 
@@ -149,15 +155,7 @@ class ResNet(Backbone):
 
     def __init__(self, cfg: VisionConfig) -> None:
         super().__init__(cfg)
-        c_in = cfg.width
-        for i in range(cfg.depth):
-            c_out = cfg.width * 2**i
-            layers = [
-                BasicBlock(c_in if j == 0 else c_out, c_out, 2 if i and not j else 1)
-                for j in range(cfg.blocks)
-            ]
-            self.stages.append(nn.Sequential(*layers))
-            c_in = c_out
+        _add_stages(self, cfg, BasicBlock)
         self._init_weights()
 
 

@@ -25,16 +25,11 @@ from mlkit.cloud.modal_app import (
     sync_to_volume,
     volume_relative,
 )
-from mlkit.data.manifest import CARD_NAME, read_card
+from mlkit.data.manifest import CARD_NAME, manifest_file, read_card
 
 log = logging.getLogger(__name__)
 
 Runner = Callable[..., dict]
-
-
-def _manifest_dir(manifest: str | Path) -> Path:
-    manifest = Path(manifest)
-    return manifest if manifest.is_dir() else manifest.parent
 
 
 def train_on_modal(
@@ -52,7 +47,7 @@ def train_on_modal(
     The trained model directory is downloaded to ``<out_dir>/model`` and the
     returned summary's ``model_dir`` points there.
     """
-    manifest_dir = _manifest_dir(config["manifest"])
+    manifest_dir = manifest_file(config["manifest"]).parent
     data_root = (
         config.get("data_root")
         or read_card(manifest_dir / CARD_NAME)["parameters"]["data_root"]

@@ -135,6 +135,12 @@ def write_manifest(
     return paths, card
 
 
+def manifest_file(path: str | Path) -> Path:
+    """The manifest file, given the file itself or the folder that holds it."""
+    path = Path(path)
+    return path / MANIFEST_NAME if path.is_dir() else path
+
+
 def read_card(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
@@ -151,9 +157,7 @@ def read_manifest(path: str | Path, *, verify: bool = True) -> pd.DataFrame:
     With ``verify`` (the default) the file's sha256 must match the dataset card
     beside it, so a manifest edited after preparation is refused.
     """
-    path = Path(path)
-    if path.is_dir():
-        path = path / MANIFEST_NAME
+    path = manifest_file(path)
     if not path.is_file():
         raise DataError(
             "manifest not found", path=path, hint="run `mlkit data prepare` first"

@@ -29,7 +29,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from torch.utils.data import DataLoader
 
-from mlkit.data.manifest import CARD_NAME, read_card, read_manifest
+from mlkit.data.manifest import CARD_NAME, manifest_file, read_card, read_manifest
 from mlkit.errors import ConfigError, DataError, describe_validation_error
 from mlkit.evaluate.metrics import AbstentionThresholds
 from mlkit.evaluate.report import evaluation_report, write_report
@@ -70,10 +70,6 @@ def parse_evaluate_config(
         raise ConfigError(
             f"{source}: invalid: {describe_validation_error(exc)}"
         ) from exc
-
-
-def _manifest_path(path: Path) -> Path:
-    return path / "manifest.parquet" if path.is_dir() else path
 
 
 def predict_probs(
@@ -124,7 +120,7 @@ def _text_only_probs(
 def evaluate_model(config: EvaluateRunConfig) -> dict[str, Any]:
     """Run the evaluation stage; write and return the evaluation report."""
     loaded = load_model(config.model_dir)
-    manifest_path = _manifest_path(config.manifest)
+    manifest_path = manifest_file(config.manifest)
     manifest = read_manifest(manifest_path)
     dataset_card = read_card(manifest_path.with_name(CARD_NAME))
 

@@ -24,7 +24,7 @@ import torch
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from mlkit.data.manifest import CARD_NAME, read_card, read_manifest
+from mlkit.data.manifest import CARD_NAME, manifest_file, read_card, read_manifest
 from mlkit.errors import ConfigError, DataError, describe_validation_error
 from mlkit.models import (
     AugmentConfig,
@@ -172,19 +172,13 @@ def _embed(
     )
 
 
-def train_model(
-    config: TrainRunConfig, *, resume: bool = False, progress: bool = False
-) -> TrainResult:
+def train_model(config: TrainRunConfig, *, resume: bool = False) -> TrainResult:
     """Run the training stage; return the model directory and history.
 
     With ``resume`` training continues from the state the last finished epoch
     left in ``out_dir`` (same config required), as the Trainer documents.
     """
-    manifest_path = (
-        config.manifest / "manifest.parquet"
-        if config.manifest.is_dir()
-        else config.manifest
-    )
+    manifest_path = manifest_file(config.manifest)
     manifest = read_manifest(manifest_path)
     dataset_card = read_card(manifest_path.with_name(CARD_NAME))
     data_root = _data_root(config.data_root, manifest_path)
@@ -330,11 +324,7 @@ def load_model(model_dir: str | Path) -> LoadedModel:
 
 def validation_dataset(config: TrainRunConfig, loaded: LoadedModel) -> ManifestDataset:
     """The validation rows as the trained model sees them (no augmentation)."""
-    manifest_path = (
-        config.manifest / "manifest.parquet"
-        if config.manifest.is_dir()
-        else config.manifest
-    )
+    manifest_path = manifest_file(config.manifest)
     rows = _split(read_manifest(manifest_path), "val", manifest_path)
     index = {label: i for i, label in enumerate(loaded.classes)}
     cache = EmbeddingCache(config.cache_dir or config.out_dir / "cache")

@@ -7,6 +7,12 @@ helps, what was expected, so that a user can fix the input without reading code.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
+
+if TYPE_CHECKING:
+    from pydantic import BaseModel
+
+_M = TypeVar("_M", bound="BaseModel")
 
 
 class MlkitError(Exception):
@@ -72,3 +78,24 @@ def describe_validation_error(exc: Exception) -> str:
             message = "unknown key"
         lines.append(f"{where}: {message}")
     return "; ".join(lines)
+
+
+def validate_config(
+    model: type[_M], data: Any, *, what: str, source: str, empty_ok: bool = True
+) -> _M:
+    """``data`` (a ``model`` instance, a mapping, or None when ``empty_ok``) as a
+    validated ``model``; ConfigError naming ``source``, ``what`` and every
+    invalid field otherwise."""
+    from pydantic import ValidationError
+
+    if isinstance(data, model):
+        return data
+    try:
+        return model.model_validate(dict(data or {}) if empty_ok else dict(data))
+    except ValidationError as exc:
+        problems = describe_validation_error(exc)
+        raise ConfigError(f"{source}: invalid {what}: {problems}") from exc
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(
+            f"{source}: invalid {what}: expected a mapping, got {type(data).__name__}"
+        ) from exc

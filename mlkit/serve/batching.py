@@ -25,9 +25,12 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
-from mlkit.errors import ConfigError, MlkitError, describe_validation_error
+from mlkit.errors import (
+    MlkitError,
+    validate_config,
+)
 
 log = logging.getLogger(__name__)
 
@@ -63,18 +66,7 @@ def parse_batcher_config(
 
     Raises ConfigError naming ``source`` and every invalid field.
     """
-    if isinstance(data, BatcherConfig):
-        return data
-    try:
-        return BatcherConfig.model_validate(dict(data or {}))
-    except ValidationError as exc:
-        problems = describe_validation_error(exc)
-        raise ConfigError(f"{source}: invalid batcher config: {problems}") from exc
-    except (TypeError, ValueError) as exc:
-        raise ConfigError(
-            f"{source}: invalid batcher config: expected a mapping, got "
-            f"{type(data).__name__}"
-        ) from exc
+    return validate_config(BatcherConfig, data, what="batcher config", source=source)
 
 
 class QueueFull(MlkitError):

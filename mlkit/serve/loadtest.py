@@ -33,11 +33,14 @@ from pydantic import (
     Field,
     NonNegativeFloat,
     NonNegativeInt,
-    ValidationError,
     model_validator,
 )
 
-from mlkit.errors import ConfigError, DataError, describe_validation_error
+from mlkit.errors import (
+    ConfigError,
+    DataError,
+    validate_config,
+)
 
 log = logging.getLogger(__name__)
 
@@ -197,18 +200,9 @@ def parse_load_profile(
 
     Raises ConfigError naming ``source`` and every invalid field.
     """
-    if isinstance(data, LoadProfile):
-        return data
-    try:
-        return LoadProfile.model_validate(dict(data))
-    except ValidationError as exc:
-        problems = describe_validation_error(exc)
-        raise ConfigError(f"{source}: invalid load profile: {problems}") from exc
-    except (TypeError, ValueError) as exc:
-        raise ConfigError(
-            f"{source}: invalid load profile: expected a mapping, got "
-            f"{type(data).__name__}"
-        ) from exc
+    return validate_config(
+        LoadProfile, data, what="load profile", source=source, empty_ok=False
+    )
 
 
 def arrival_times(profile: LoadProfile) -> np.ndarray:

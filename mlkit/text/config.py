@@ -11,11 +11,10 @@ from pydantic import (
     ConfigDict,
     NonNegativeInt,
     PositiveInt,
-    ValidationError,
     model_validator,
 )
 
-from mlkit.errors import ConfigError, describe_validation_error
+from mlkit.errors import validate_config
 from mlkit.text.base import TextEncoder
 
 log = logging.getLogger(__name__)
@@ -76,18 +75,7 @@ def parse_text_config(
 
     Raises ConfigError naming ``source`` and every invalid field.
     """
-    if isinstance(data, TextConfig):
-        return data
-    try:
-        return TextConfig.model_validate(dict(data or {}))
-    except ValidationError as exc:
-        problems = describe_validation_error(exc)
-        raise ConfigError(f"{source}: invalid text encoder config: {problems}") from exc
-    except (TypeError, ValueError) as exc:
-        raise ConfigError(
-            f"{source}: invalid text encoder config: expected a mapping, got "
-            f"{type(data).__name__}"
-        ) from exc
+    return validate_config(TextConfig, data, what="text encoder config", source=source)
 
 
 def build_encoder(cfg: TextConfig | Mapping[str, Any] | None = None) -> TextEncoder:

@@ -39,3 +39,25 @@ def test_validation_errors_are_one_line_per_field():
     assert "seed: Input should be a valid integer" in text
     assert "sedd: unknown key" in text
     assert describe_validation_error(KeyError("k")) == "'k'"
+
+
+def test_validate_config_accepts_models_mappings_and_none():
+    import pytest
+    from pydantic import BaseModel, ConfigDict
+
+    from mlkit.errors import validate_config
+
+    class Config(BaseModel):
+        model_config = ConfigDict(extra="forbid")
+        size: int = 1
+
+    given = Config(size=3)
+    assert validate_config(Config, given, what="x", source="s") is given
+    assert validate_config(Config, {"size": 2}, what="x", source="s").size == 2
+    assert validate_config(Config, None, what="x", source="s").size == 1
+    with pytest.raises(ConfigError, match="s: invalid thing: size: "):
+        validate_config(Config, {"size": "big"}, what="thing", source="s")
+    with pytest.raises(ConfigError, match="expected a mapping, got list"):
+        validate_config(Config, [1, 2], what="thing", source="s")
+    with pytest.raises(ConfigError, match="expected a mapping, got NoneType"):
+        validate_config(Config, None, what="thing", source="s", empty_ok=False)

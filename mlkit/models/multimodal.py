@@ -162,19 +162,30 @@ class MultimodalClassifier(nn.Module):
         image: torch.Tensor | None = None,
         text: torch.Tensor | None = None,
         has_text: torch.Tensor | None = None,
+        *,
+        image_features: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor]:
         """Logits for a batch; see the class docstring for the outputs.
 
         ``has_text`` marks samples with a caption; when omitted, a row of
-        zeros in ``text`` means no caption. Raises ``DataError`` when inputs
-        disagree on the batch size, ``text`` has the wrong width, or no input
-        the model uses is given.
+        zeros in ``text`` means no caption. ``image_features`` replaces
+        ``image`` with what the backbone would make of it, shape (batch,
+        ``backbone.out_dim``), for callers that ran the backbone elsewhere.
+        Raises ``DataError`` when inputs disagree on the batch size, ``text``
+        or ``image_features`` has the wrong width, both ``image`` and
+        ``image_features`` are given, or no input the model uses is given.
         """
-        batch = self._batch_size(image, text, has_text)
+        if image is not None and image_features is not None:
+            raise DataError("pass image or image_features, not both")
+        batch = self._batch_size(
+            image if image_features is None else image_features, text, has_text
+        )
         features: list[torch.Tensor] = []
         present: dict[str, torch.Tensor] = {}
         if self.image_proj is not None:
-            feature, present["image"] = self._image_feature(image, batch)
+            feature, present["image"] = self._image_feature(
+                image, batch, image_features
+            )
             features.append(feature)
         if self.text_proj is not None:
             feature, present["text"] = self._text_feature(text, has_text, batch)
@@ -222,14 +233,27 @@ class MultimodalClassifier(nn.Module):
         return next(iter(sizes.values()))
 
     def _image_feature(
-        self, image: torch.Tensor | None, batch: int
+        self,
+        image: torch.Tensor | None,
+        batch: int,
+        image_features: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         assert self.image_proj is not None and self.backbone is not None
         device = self.head.weight.device
-        if image is None:
+        if image_features is not None:
+            width = self.backbone.out_dim
+            if image_features.ndim != 2 or image_features.shape[1] != width:
+                raise DataError(
+                    "image features have the wrong shape",
+                    expected=f"(batch, {width})",
+                    got=str(tuple(image_features.shape)),
+                )
+        elif image is None:
             zeros = torch.zeros(batch, self.cfg.proj_dim, device=device)
             return zeros, torch.zeros(batch, dtype=torch.bool, device=device)
-        feature = self.image_proj(self.backbone(image))
+        else:
+            image_features = self.backbone(image)
+        feature = self.image_proj(image_features)
         return feature, torch.ones(batch, dtype=torch.bool, device=device)
 
     def _text_feature(

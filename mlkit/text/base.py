@@ -44,6 +44,9 @@ class TextEncoder(abc.ABC):
     """
 
     kind: ClassVar[str]
+    # True when a text's vector does not depend on the other texts encoded in
+    # the same call, to the last bit; a server may then batch texts freely.
+    batch_invariant: ClassVar[bool] = False
 
     @property
     @abc.abstractmethod

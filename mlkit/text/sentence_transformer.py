@@ -68,6 +68,9 @@ class SentenceTransformerEncoder(TextEncoder):
     """
 
     kind: ClassVar[str] = "sentence-transformers"
+    # A batch is padded to its longest text, which moves the last bits of the
+    # other texts' vectors.
+    batch_invariant: ClassVar[bool] = False
 
     def __init__(
         self,

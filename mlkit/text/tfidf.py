@@ -51,6 +51,8 @@ class TfidfSvdEncoder(TextEncoder):
     """
 
     kind: ClassVar[str] = "tfidf"
+    # Each row is transformed on its own (sparse rows times a dense matrix).
+    batch_invariant: ClassVar[bool] = True
 
     def __init__(
         self,

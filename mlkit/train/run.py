@@ -303,6 +303,8 @@ class LoadedModel:
 def load_model(model_dir: str | Path) -> LoadedModel:
     """Load a model directory written by ``train_model`` (hashes verified)."""
     model_dir = Path(model_dir)
+    if not model_dir.is_dir():
+        raise DataError("model directory not found", path=model_dir)
     encoder = read_encoder(model_dir)
 
     def build(card: dict[str, Any]) -> torch.nn.Module:

@@ -177,7 +177,7 @@ class MicroBatcher(Generic[In, Out]):
             raise RuntimeError("call MicroBatcher.start() before submit()")
         depth = len(self._queue)
         if depth >= self.config.max_queue:
-            raise QueueFull(depth, self._retry_after_s())
+            raise QueueFull(depth, self.retry_after_s())
 
         future: asyncio.Future[Out] = asyncio.get_running_loop().create_future()
         self._queue.append(_Pending(item, future))
@@ -230,7 +230,7 @@ class MicroBatcher(Generic[In, Out]):
             ),
         }
 
-    def _retry_after_s(self) -> float:
+    def retry_after_s(self) -> float:
         """Seconds until the queue has likely room: batches ahead x batch latency."""
         if self._recent_batch_s:
             batch_s = sum(self._recent_batch_s) / len(self._recent_batch_s)

@@ -1,0 +1,312 @@
+"""The model behind the service: batches of requests in, answers out.
+
+``Predictor.run_batch`` is what the micro-batcher calls in its worker thread.
+A batch may mix predictions from images, predictions from client-side vision
+embeddings and text-embedding requests; each item's answer is exactly what it
+would be alone (see ``_in_blocks``), so batching changes speed, never results.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+
+from mlkit.errors import MlkitError
+from mlkit.serve.config import Thresholds
+from mlkit.train.run import LoadedModel
+
+log = logging.getLogger(__name__)
+
+# The model runs on blocks of exactly this many rows; see _in_blocks. Small, so
+# that a lone request pays little for the padding.
+_BLOCK = 4
+
+
+@dataclass(frozen=True)
+class PredictJob:
+    """One prediction: an image tensor or a vision embedding, and a text."""
+
+    image: torch.Tensor | None
+    vision_embedding: torch.Tensor | None
+    text: str
+    top_k: int
+    thresholds: Thresholds
+
+
+@dataclass(frozen=True)
+class EmbedJob:
+    """Text embeddings for the texts of one request."""
+
+    texts: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class BatchInfo:
+    """When the batch an item ran in started, how long it took, its size."""
+
+    started: float
+    seconds: float
+    size: int
+
+
+@dataclass(frozen=True)
+class JobResult:
+    value: dict[str, Any]
+    batch: BatchInfo
+
+
+class Predictor:
+    """A loaded model with the serving transform, text encoder and text cache.
+
+    Not thread-safe: call ``run_batch`` from one thread (the batcher's worker).
+    ``prepare_image`` is safe from any thread: it only reads the transform.
+    """
+
+    def __init__(self, loaded: LoadedModel, *, text_cache_size: int = 4096) -> None:
+        self.model = loaded.model.eval()
+        self.card = loaded.card
+        self.encoder = loaded.encoder
+        self.classes = loaded.classes
+        self.version: str = loaded.card["weights_sha256"]
+        self._transform = loaded.transform()
+        self.uses_image = "image" in self.model.modalities
+        self.uses_text = "text" in self.model.modalities
+        backbone = getattr(self.model, "backbone", None)
+        self.vision_dim: int | None = backbone.out_dim if backbone is not None else None
+        self._text_cache: collections.OrderedDict[str, np.ndarray] = (
+            collections.OrderedDict()
+        )
+        self._text_cache_size = text_cache_size
+
+    @property
+    def text_dim(self) -> int:
+        return self.encoder.dim
+
+    def prepare_image(self, image: Image.Image) -> torch.Tensor:
+        """The model input for ``image``: crop, resize, normalize."""
+        return self._transform(image)
+
+    def describe(self) -> dict[str, Any]:
+        """What a client needs to call the model: classes, sizes, version."""
+        return {
+            "version": self.version,
+            "classes": len(self.classes),
+            "modalities": list(self.model.modalities),
+            "image_size": self.card["image"]["size"],
+            "vision_embedding_dim": self.vision_dim,
+            "text_encoder": self.card["text_encoder"]["id"],
+            "text_embedding_dim": self.text_dim,
+        }
+
+    def run_batch(self, jobs: list[PredictJob | EmbedJob]) -> list[JobResult]:
+        """Answer every job of a batch, in order (the batcher's predict_batch)."""
+        started = time.perf_counter()
+        results: list[dict[str, Any] | None] = [None] * len(jobs)
+
+        predict_at = [i for i, j in enumerate(jobs) if isinstance(j, PredictJob)]
+        if predict_at:
+            predict_jobs = [jobs[i] for i in predict_at]
+            probs = self.probabilities(predict_jobs)  # type: ignore[arg-type]
+            for i, job, row in zip(predict_at, predict_jobs, probs, strict=True):
+                results[i] = decide(row, self.classes, job.top_k, job.thresholds)
+        for i, job in enumerate(jobs):
+            if isinstance(job, EmbedJob):
+                vectors, _ = self.embed_texts(list(job.texts))
+                results[i] = {"embeddings": vectors.tolist()}
+
+        info = BatchInfo(started, time.perf_counter() - started, len(jobs))
+        return [JobResult(r, info) for r in results if r is not None]
+
+    def probabilities(self, jobs: list[PredictJob]) -> np.ndarray:
+        """Class probabilities (len(jobs), n_classes) as float32."""
+        text = has_text = None
+        if self.uses_text:
+            vectors, present = self.embed_texts([job.text for job in jobs])
+            text, has_text = torch.from_numpy(vectors), torch.from_numpy(present)
+        with torch.inference_mode():
+            features = self._vision_features(jobs) if self.uses_image else None
+
+            def head(
+                features: torch.Tensor | None,
+                text: torch.Tensor | None,
+                has_text: torch.Tensor | None,
+            ) -> torch.Tensor:
+                outputs = self.model(
+                    text=text, has_text=has_text, image_features=features
+                )
+                return torch.softmax(outputs["logits"].float(), dim=1)
+
+            probs = _in_blocks(head, features, text, has_text)
+        return probs.numpy()
+
+    def vision_embeddings(self, images: torch.Tensor) -> torch.Tensor:
+        """What ``/v1/predict/embeddings`` expects for prepared ``images``.
+
+        Computed as the server computes them, so the answer for an embedding
+        equals the answer for its image.
+        """
+        if self.vision_dim is None:
+            raise MlkitError("this model uses no image, so it has no vision encoder")
+        with torch.inference_mode():
+            return _in_blocks(self.model.backbone, images)
+
+    def _vision_features(self, jobs: list[PredictJob]) -> torch.Tensor:
+        """Backbone features: computed for images, taken as given for embeddings."""
+        assert self.vision_dim is not None
+        features = torch.empty(len(jobs), self.vision_dim)
+        image_at = [i for i, job in enumerate(jobs) if job.image is not None]
+        if image_at:
+            images = torch.stack([jobs[i].image for i in image_at])  # type: ignore[misc]
+            features[image_at] = _in_blocks(self.model.backbone, images)
+        for i, job in enumerate(jobs):
+            if job.image is None:
+                assert job.vision_embedding is not None
+                features[i] = job.vision_embedding
+        return features
+
+    def embed_texts(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        """(vectors float32 (n, dim), has_text bool (n,)); blank text is zeros.
+
+        Vectors come from an LRU cache when the text was seen recently.
+        """
+        has_text = np.array([t.strip() != "" for t in texts], dtype=bool)
+        vectors = np.zeros((len(texts), self.text_dim), dtype=np.float32)
+        found: dict[str, np.ndarray] = {}
+        missing = []
+        for text, present in zip(texts, has_text, strict=True):
+            if not present or text in found:
+                continue
+            cached = self._text_cache.get(text)
+            if cached is None:
+                missing.append(text)
+                found[text] = cached  # type: ignore[assignment]
+            else:
+                self._text_cache.move_to_end(text)
+                found[text] = cached
+        if missing:
+            if self.encoder.batch_invariant:
+                encoded = self.encoder.encode(missing)
+            else:
+                # Limitation: this encoder pads a batch to its longest text,
+                # which moves the last bits of the other vectors; to keep every
+                # answer identical to the same request sent alone, new texts
+                # are encoded one at a time. The cache makes repeats free.
+                encoded = np.concatenate([self.encoder.encode([t]) for t in missing])
+            for text, vector in zip(missing, encoded, strict=True):
+                found[text] = vector.astype(np.float32, copy=False)
+                self._remember(text, found[text])
+        for i, (text, present) in enumerate(zip(texts, has_text, strict=True)):
+            if present:
+                vectors[i] = found[text]
+        return vectors, has_text
+
+    def _remember(self, text: str, vector: np.ndarray) -> None:
+        self._text_cache[text] = vector
+        while len(self._text_cache) > self._text_cache_size:
+            self._text_cache.popitem(last=False)
+
+    def warm_up(self, rounds: int = 2) -> float:
+        """Run a few dummy batches so the first real request is not slow.
+
+        Returns the seconds it took. The answers are discarded.
+        """
+        started = time.perf_counter()
+        size = self.card["image"]["size"]
+        image = Image.new("RGB", (size, size), (128, 96, 80))
+        tensor = self.prepare_image(image)
+        # The encoder is warmed directly: a warm-up text must not take a place
+        # in the cache.
+        job = PredictJob(tensor, None, "", 1, Thresholds())
+        for _ in range(rounds):
+            self.encoder.encode(["warm-up text"])
+            self.probabilities([job])
+            self.probabilities([job] * (_BLOCK + 1))
+        return time.perf_counter() - started
+
+
+def _in_blocks(
+    fn: Callable[..., torch.Tensor], *tensors: torch.Tensor | None
+) -> torch.Tensor:
+    """``fn`` applied to blocks of exactly ``_BLOCK`` rows, zero-padded.
+
+    CPU kernels (oneDNN convolutions, matrix products) choose their code path
+    by the batch size, and different paths round differently in the last bits.
+    Calling the model only ever with the same block size makes each row's
+    result independent of how many requests shared its batch and where it sat
+    in it; a request alone pays for a block of padding instead. Rows are
+    computed independently in eval mode, so padding cannot change real rows.
+    ``None`` arguments are passed through as None.
+    """
+    # Limitation: this holds for the CPU kernels, and the tests check it on the
+    # build machine; on a GPU, batched answers may differ in the last bits.
+    n = len(next(t for t in tensors if t is not None))
+    blocks = []
+    for start in range(0, n, _BLOCK):
+        size = min(_BLOCK, n - start)
+        padded = [None if t is None else _pad(t[start : start + size]) for t in tensors]
+        blocks.append(fn(*padded)[:size])
+    return torch.cat(blocks)
+
+
+def _pad(tensor: torch.Tensor) -> torch.Tensor:
+    extra = _BLOCK - len(tensor)
+    if not extra:
+        return tensor
+    pad = torch.zeros((extra, *tensor.shape[1:]), dtype=tensor.dtype)
+    return torch.cat([tensor, pad])
+
+
+def decide(
+    probs: np.ndarray, classes: list[str], top_k: int, thresholds: Thresholds
+) -> dict[str, Any]:
+    """The answer for one probability vector: top-k, prediction, uncertainty.
+
+    The prediction is the most probable class, or ``"uncertain"`` when one of
+    the threshold tests fails; ``reasons`` lists each failed test with the
+    measured value and the threshold.
+    """
+    order = np.argsort(-probs, kind="stable")
+    top1 = float(probs[order[0]])
+    margin = top1 - float(probs[order[1]])
+    clipped = np.clip(probs.astype(np.float64), 1e-12, 1.0)
+    entropy = float(-(clipped * np.log(clipped)).sum() / math.log(len(probs)))
+    entropy = min(max(entropy, 0.0), 1.0)
+
+    reasons = []
+    if top1 < thresholds.min_confidence:
+        reasons.append(_reason("confidence", top1, "<", thresholds.min_confidence))
+    if margin < thresholds.min_margin:
+        reasons.append(_reason("margin", margin, "<", thresholds.min_margin))
+    if entropy > thresholds.max_entropy:
+        reasons.append(_reason("entropy", entropy, ">", thresholds.max_entropy))
+
+    return {
+        "prediction": "uncertain" if reasons else classes[order[0]],
+        "uncertain": bool(reasons),
+        "reasons": reasons,
+        "top_class": classes[order[0]],
+        "confidence": top1,
+        "margin": margin,
+        "normalized_entropy": entropy,
+        "top_k": [
+            {"label": classes[i], "probability": float(probs[i])} for i in order[:top_k]
+        ],
+    }
+
+
+def _reason(test: str, value: float, op: str, threshold: float) -> dict[str, Any]:
+    return {
+        "test": test,
+        "value": value,
+        "threshold": threshold,
+        "detail": f"{test} {value:.3f} {op} {threshold:.3f}",
+    }

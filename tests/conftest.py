@@ -50,3 +50,25 @@ def tiny_model(prepared_demo, tmp_path_factory):
         {**TINY_TRAINING, "manifest": prepared_demo, "out_dir": out}
     )
     return train_model(config), config
+
+
+@pytest.fixture(scope="session")
+def gated_model(tiny_model, prepared_demo, tmp_path_factory):
+    """The tiny model evaluated on the demo test split, with a passing gate.json.
+
+    The threshold is 0: this is about the deployment path, not model quality.
+    """
+    from mlkit.evaluate.gate import write_gate
+    from mlkit.evaluate.run import EvaluateRunConfig, evaluate_model
+
+    result, _ = tiny_model
+    out = tmp_path_factory.mktemp("gated")
+    report = evaluate_model(
+        EvaluateRunConfig(
+            model_dir=result.model_dir,
+            manifest=prepared_demo,
+            out_dir=out,
+            ablations=False,
+        )
+    )
+    return result.model_dir, write_gate(out / "gate.json", report, 0.0)

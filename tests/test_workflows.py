@@ -264,6 +264,13 @@ def test_deploy_ships_exactly_the_gated_model():
     image = jobs["image"]["steps"]
     build = next(s for s in image if "docker/build-push-action" in s.get("uses", ""))
     assert "MODEL_DIR=" in build["with"]["build-args"]
+    # The Dockerfile refuses to build without the gated sha to check against.
+    assert (
+        "MODEL_SHA256=${{ needs.gate.outputs.model_sha256 }}"
+        in build["with"]["build-args"]
+    )
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    assert "ARG MODEL_DIR" in dockerfile and "ARG MODEL_SHA256" in dockerfile
     assert "sha256sum --check" in " ".join(s.get("run", "") for s in image)
 
     deploy = jobs["deploy"]

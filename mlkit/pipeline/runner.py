@@ -9,6 +9,7 @@ durations and artifacts with their sha256.
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from dataclasses import dataclass
@@ -74,6 +75,8 @@ STAGES: tuple[Stage, ...] = (
     Stage("01_preprocess", "01_preprocess.ipynb"),
     Stage("02_train", "02_train.ipynb"),
     Stage("03_evaluate", "03_evaluate.ipynb"),
+    Stage("04_deploy", "04_deploy.ipynb"),
+    Stage("05_scaling_demo", "05_scaling_demo.ipynb"),
 )
 
 
@@ -186,6 +189,50 @@ def _artifact(path: Path) -> dict[str, Any]:
     return {"path": str(path), "sha256": sha256_file(path)}
 
 
+def _read_json(path: Path) -> dict[str, Any]:
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def stage_metrics(stage: str, artifacts: list[Path]) -> dict[str, Any]:
+    """The few numbers of a stage worth seeing in the run summary.
+
+    Read back from the stage's own output files, so the summary repeats what
+    the notebooks wrote and never computes a number of its own.
+    """
+    first = artifacts[0]
+    if stage == "01_preprocess":
+        card = _read_json(first.with_name("dataset_card.json"))
+        return {
+            "rows": card["rows"],
+            "splits": card["counts"]["split"],
+            "synthetic": card["synthetic"],
+        }
+    if stage == "02_train":
+        training = _read_json(first.with_name("model_card.json"))["training"]
+        return {
+            key: training.get(key) for key in ("epoch", "val_macro_f1", "val_accuracy")
+        }
+    if stage == "03_evaluate":
+        report = _read_json(first)
+        return {
+            "test_macro_f1": report["metrics"]["macro_f1"],
+            "test_accuracy": report["metrics"]["accuracy"],
+            "synthetic": report["synthetic"],
+            "model_sha256": report["model_sha256"],
+        }
+    if stage == "04_deploy":
+        report = _read_json(first)
+        return {
+            "image": report["image"],
+            "objects": len(report["objects"]),
+            "schema_checks_failed": report["schema_checks"]["failed"],
+            "smoke_test": report.get("smoke_test"),
+        }
+    if stage == "05_scaling_demo":
+        return _read_json(first).get("headline", {})
+    return {}
+
+
 def run_pipeline(
     profile: str | Path = "ci",
     *,
@@ -245,6 +292,17 @@ def run_pipeline(
             "out_dir": str(evaluated),
         },
     }
+    deployed, scaling = workdir / "deploy", workdir / "scaling"
+    gated = {
+        "model_dir": str(trained / "model"),
+        "gate_file": str(evaluated / "gate.json"),
+    }
+    wiring["04_deploy"] = {**gated, "manifest": str(prepared), "out_dir": str(deployed)}
+    wiring["05_scaling_demo"] = {
+        **gated,
+        "manifest": str(prepared),
+        "out_dir": str(scaling),
+    }
     if min_macro_f1 is not None:
         wiring["03_evaluate"]["min_macro_f1"] = min_macro_f1
     outputs: dict[str, list[Path]] = {
@@ -257,6 +315,12 @@ def run_pipeline(
             trained / "model" / "model_card.json",
         ],
         "03_evaluate": [evaluated / "evaluation_report.json", evaluated / "gate.json"],
+        "04_deploy": [deployed / "deploy_report.json"],
+        "05_scaling_demo": [
+            scaling / "scaling_summary.json",
+            scaling / "capacity.csv",
+            scaling / "timeline.csv",
+        ],
     }
     for stage in STAGES:
         parameters = {**spec.stages.get(stage.name, {}), **wiring[stage.name]}
@@ -271,6 +335,7 @@ def run_pipeline(
                 "seconds": round(seconds, 2),
                 "parameters": parameters,
                 "artifacts": [_artifact(p) for p in outputs[stage.name]],
+                "metrics": stage_metrics(stage.name, outputs[stage.name]),
             }
         )
 

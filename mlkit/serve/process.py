@@ -82,6 +82,10 @@ class LocalServer:
         self.log_file = Path(log_file) if log_file else None
         self.process: subprocess.Popen[bytes] | None = None
         self._log: IO[bytes] | None = None
+        self._started_at: float | None = None
+        # Seconds from the process start to the first 200 from /readyz: the
+        # model load and warm-up a new pod also goes through.
+        self.ready_after_s: float | None = None
 
     def environment(self) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith(ENV_PREFIX)}
@@ -105,6 +109,7 @@ class LocalServer:
             os.close(handle)
             self.log_file = Path(name)
         self._log = self.log_file.open("wb")
+        self._started_at = time.perf_counter()
         self.process = subprocess.Popen(
             serve_command(),
             env=self.environment(),
@@ -137,6 +142,8 @@ class LocalServer:
                     )
                 with contextlib.suppress(httpx.TransportError):
                     if client.get("/readyz").status_code == 200:
+                        if self.ready_after_s is None and self._started_at is not None:
+                            self.ready_after_s = time.perf_counter() - self._started_at
                         return time.perf_counter() - started
                 time.sleep(0.1)
         raise ServerError(

@@ -24,6 +24,15 @@ def profile(tmp_path):
             "01_preprocess": {"min_samples_per_label": 2},
             "02_train": {"config": "ci", "overrides": tiny, "epochs": 2},
             "03_evaluate": {"min_macro_f1": 0.9},
+            "04_deploy": {"smoke_images": 3, "git_sha": "abc1234"},
+            "05_scaling_demo": {
+                "levels": [1, 4],
+                "seconds_per_level": 1.5,
+                "payload_images": 6,
+                "quiet_s": 30.0,
+                "ramp_s": 30.0,
+                "hold_s": 60.0,
+            },
         },
     }
     path.write_text(yaml.safe_dump(profile))
@@ -42,7 +51,21 @@ def test_pipeline_runs_every_stage_and_writes_a_summary(tmp_path, profile):
         "01_preprocess",
         "02_train",
         "03_evaluate",
+        "04_deploy",
+        "05_scaling_demo",
     ]
+    metrics = {s["name"]: s["metrics"] for s in summary["stages"]}
+    assert metrics["01_preprocess"]["synthetic"] is True
+    assert metrics["03_evaluate"]["model_sha256"] == gate_sha(tmp_path)
+    assert metrics["04_deploy"]["schema_checks_failed"] == 0
+    assert metrics["04_deploy"]["smoke_test"]["ok"] == 3
+    assert metrics["04_deploy"]["image"].endswith("abc1234-" + gate_sha(tmp_path)[:12])
+    assert metrics["05_scaling_demo"]["max_replicas"] > 1
+    # The scaling notebook glues what the milestone report pastes.
+    from mlkit.pipeline.evidence import notebook_glue_keys
+
+    glued = notebook_glue_keys(tmp_path / "executed" / "05_scaling_demo.ipynb")
+    assert {"scaling_timeline", "capacity_curve", "hpa_settings"} <= glued
     assert summary["stages"][2]["parameters"]["min_macro_f1"] == 0.0
     gate = json.loads((tmp_path / "build" / "evaluate" / "gate.json").read_text())
     assert gate["passed"] is True
@@ -55,6 +78,11 @@ def test_pipeline_runs_every_stage_and_writes_a_summary(tmp_path, profile):
     assert artifacts["manifest.parquet"] == card["manifest"]["sha256"]
     on_disk = json.loads((tmp_path / "build" / "run_summary.json").read_text())
     assert on_disk["stages"][0]["parameters"]["min_samples_per_label"] == 2
+
+
+def gate_sha(tmp_path):
+    gate = json.loads((tmp_path / "build" / "evaluate" / "gate.json").read_text())
+    return gate["model_sha256"]
 
 
 def test_pipeline_stops_at_a_failing_stage(tmp_path):

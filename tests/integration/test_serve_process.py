@@ -39,6 +39,7 @@ def server(model_dir, tmp_path_factory):
     log = tmp_path_factory.mktemp("serve") / "server.log"
     settings = {"max_upload_bytes": 256 * 1024, "max_image_pixels": 4_000_000}
     with LocalServer(model_dir, settings=settings, log_file=log) as server:
+        assert server.ready_after_s is not None and server.ready_after_s > 0
         yield server
     assert server.returncode == 0, server.log_tail()
 

@@ -7,6 +7,10 @@ copy of the spec, used by ``mlkit deploy render`` and the Pulumi program), and
 under an image tag that names it. ``cluster`` applies the objects to a cluster
 and watches the rollout and the autoscaler; ``autoscale`` simulates the
 HorizontalPodAutoscaler for capacity planning and where no cluster is reachable.
+``validate`` checks the objects against the upstream schemas, ``release`` ties a
+gated model to its image and objects (the deploy notebook), and ``scaling``
+measures a server's capacity and plots the autoscaling story (the scaling
+notebook).
 
 Importing this package loads neither torch nor the Kubernetes client.
 """

@@ -183,9 +183,12 @@ def run_notebook(
     return seconds
 
 
-def _artifact(path: Path) -> dict[str, Any]:
+def _artifact(path: Path, notebook: str) -> dict[str, Any]:
     if not path.is_file():
-        raise PipelineError(f"expected output is missing: {path}")
+        raise PipelineError(
+            f"{notebook}: ran without error, but its expected output is missing: "
+            f"{path}; the next stage needs it"
+        )
     return {"path": str(path), "sha256": sha256_file(path)}
 
 
@@ -334,7 +337,9 @@ def run_pipeline(
                 "notebook": str(output),
                 "seconds": round(seconds, 2),
                 "parameters": parameters,
-                "artifacts": [_artifact(p) for p in outputs[stage.name]],
+                "artifacts": [
+                    _artifact(p, stage.notebook) for p in outputs[stage.name]
+                ],
                 "metrics": stage_metrics(stage.name, outputs[stage.name]),
             }
         )

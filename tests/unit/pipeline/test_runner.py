@@ -80,3 +80,29 @@ def test_run_notebook_executes_and_reports_the_failing_cell(tmp_path):
         PipelineError, match=r"gate.ipynb: cell .* AssertionError: score 0.4"
     ):
         run_notebook(failing, tmp_path / "out" / "gate.ipynb", {})
+
+
+def test_a_stage_without_its_output_is_named(tmp_path):
+    from mlkit.pipeline.runner import run_pipeline
+
+    notebooks = tmp_path / "notebooks"
+    notebooks.mkdir()
+    # A preprocessing notebook that runs fine but writes nothing.
+    _notebook(
+        notebooks / "01_preprocess.ipynb",
+        "data_root = None\nout_dir = None",
+        "print('forgot to write the manifest')",
+    )
+    profile = tmp_path / "p.yaml"
+    profile.write_text(f"name: p\ndata: {{data_root: {tmp_path}}}\n")
+    with pytest.raises(PipelineError) as info:
+        run_pipeline(
+            profile,
+            workdir=tmp_path / "build",
+            notebooks_dir=notebooks,
+            executed_dir=tmp_path / "executed",
+        )
+    message = str(info.value)
+    assert message.startswith("01_preprocess.ipynb: ran without error")
+    assert "manifest.parquet" in message
+    assert not (tmp_path / "build" / "run_summary.json").exists()

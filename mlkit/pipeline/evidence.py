@@ -655,7 +655,9 @@ def scaling_fragment(book_dir: Path, toc: set[str]) -> str:
     captions = {
         "scaling_timeline": "Replicas, request rate and latency over time: quiet, "
         "under load, scaled up, and back.",
-        "capacity_curve": "Throughput and latency against the number of replicas.",
+        "capacity_curve": "One server's throughput, latency and CPU against the "
+        "number of concurrent requests: the capacity curve that calibrates the "
+        "simulator.",
     }
     parts = [f"From the executed notebook {{doc}}`/{SCALING_NOTEBOOK}`."]
     for key in SCALING_FIGURES:

@@ -80,6 +80,8 @@ format: $(STAMP)  ## Apply ruff's fixes and formatting.
 bench: $(STAMP)  ## Run the benchmark scripts (slow; not part of `make test`).
 	$(BIN)/python benchmarks/bench_preprocess.py
 	$(BIN)/python benchmarks/bench_training.py
+	$(BIN)/python benchmarks/bench_autoscale.py
+	$(BIN)/python benchmarks/bench_serve.py
 
 clean:  ## Remove generated data, executed notebooks and the built book.
 	rm -rf $(WORKDIR) book/_build book/notebooks $(GENERATED)

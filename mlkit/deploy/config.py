@@ -304,7 +304,7 @@ class ServeSettings(_Model):
 
     model_dir: str = "/models/model"
     max_batch_size: int = Field(default=16, ge=1, le=256)
-    max_wait_ms: float = Field(default=5.0, ge=0, le=1000, allow_inf_nan=False)
+    max_wait_ms: float = Field(default=0.0, ge=0, le=1000, allow_inf_nan=False)
     max_queue: int = Field(default=256, ge=1, le=100_000)
     max_upload_bytes: int = Field(default=10 * 1024 * 1024, ge=1024, le=256 << 20)
     request_timeout_s: float = Field(default=30.0, gt=0, le=600, allow_inf_nan=False)

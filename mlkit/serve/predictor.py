@@ -26,9 +26,8 @@ from mlkit.train.run import LoadedModel
 
 log = logging.getLogger(__name__)
 
-# The model runs on blocks of exactly this many rows; see _in_blocks. Small, so
-# that a lone request pays little for the padding.
-_BLOCK = 4
+# The model runs on blocks of exactly this many rows by default; see _in_blocks.
+DEFAULT_BLOCK = 4
 
 
 @dataclass(frozen=True)
@@ -71,7 +70,16 @@ class Predictor:
     ``prepare_image`` is safe from any thread: it only reads the transform.
     """
 
-    def __init__(self, loaded: LoadedModel, *, text_cache_size: int = 4096) -> None:
+    def __init__(
+        self,
+        loaded: LoadedModel,
+        *,
+        text_cache_size: int = 4096,
+        block_size: int = DEFAULT_BLOCK,
+    ) -> None:
+        if block_size < 1:
+            raise ValueError(f"block_size must be at least 1, got {block_size}")
+        self.block_size = block_size
         self.model = loaded.model.eval()
         self.card = loaded.card
         self.encoder = loaded.encoder
@@ -145,7 +153,7 @@ class Predictor:
                 )
                 return torch.softmax(outputs["logits"].float(), dim=1)
 
-            probs = _in_blocks(head, features, text, has_text)
+            probs = _in_blocks(self.block_size, head, features, text, has_text)
         return probs.numpy()
 
     def vision_embeddings(self, images: torch.Tensor) -> torch.Tensor:
@@ -157,7 +165,7 @@ class Predictor:
         if self.vision_dim is None:
             raise MlkitError("this model uses no image, so it has no vision encoder")
         with torch.inference_mode():
-            return _in_blocks(self.model.backbone, images)
+            return _in_blocks(self.block_size, self.model.backbone, images)
 
     def _vision_features(self, jobs: list[PredictJob]) -> torch.Tensor:
         """Backbone features: computed for images, taken as given for embeddings."""
@@ -166,7 +174,9 @@ class Predictor:
         image_at = [i for i, job in enumerate(jobs) if job.image is not None]
         if image_at:
             images = torch.stack([jobs[i].image for i in image_at])  # type: ignore[misc]
-            features[image_at] = _in_blocks(self.model.backbone, images)
+            features[image_at] = _in_blocks(
+                self.block_size, self.model.backbone, images
+            )
         for i, job in enumerate(jobs):
             if job.image is None:
                 assert job.vision_embedding is not None
@@ -229,14 +239,14 @@ class Predictor:
         for _ in range(rounds):
             self.encoder.encode(["warm-up text"])
             self.probabilities([job])
-            self.probabilities([job] * (_BLOCK + 1))
+            self.probabilities([job] * (self.block_size + 1))
         return time.perf_counter() - started
 
 
 def _in_blocks(
-    fn: Callable[..., torch.Tensor], *tensors: torch.Tensor | None
+    block: int, fn: Callable[..., torch.Tensor], *tensors: torch.Tensor | None
 ) -> torch.Tensor:
-    """``fn`` applied to blocks of exactly ``_BLOCK`` rows, zero-padded.
+    """``fn`` applied to blocks of exactly ``block`` rows, zero-padded.
 
     CPU kernels (oneDNN convolutions, matrix products) choose their code path
     by the batch size, and different paths round differently in the last bits.
@@ -250,15 +260,17 @@ def _in_blocks(
     # build machine; on a GPU, batched answers may differ in the last bits.
     n = len(next(t for t in tensors if t is not None))
     blocks = []
-    for start in range(0, n, _BLOCK):
-        size = min(_BLOCK, n - start)
-        padded = [None if t is None else _pad(t[start : start + size]) for t in tensors]
+    for start in range(0, n, block):
+        size = min(block, n - start)
+        padded = [
+            None if t is None else _pad(t[start : start + size], block) for t in tensors
+        ]
         blocks.append(fn(*padded)[:size])
     return torch.cat(blocks)
 
 
-def _pad(tensor: torch.Tensor) -> torch.Tensor:
-    extra = _BLOCK - len(tensor)
+def _pad(tensor: torch.Tensor, block: int) -> torch.Tensor:
+    extra = block - len(tensor)
     if not extra:
         return tensor
     pad = torch.zeros((extra, *tensor.shape[1:]), dtype=tensor.dtype)

@@ -27,11 +27,11 @@ def test_environment_then_flags():
     config = load_serve_config({"port": 9100, "max_wait_ms": None}, environ=environ)
     assert config.port == 9100  # the flag wins
     assert config.max_batch_size == 4  # from the environment
-    assert config.max_wait_ms == 5.0  # a flag left unset does not override
+    assert config.max_wait_ms == 0.0  # a flag left unset does not override
     assert config.thresholds.min_confidence == 0.7
     assert config.batcher_config() == {
         "max_batch_size": 4,
-        "max_wait_ms": 5.0,
+        "max_wait_ms": 0.0,
         "max_queue": 256,
     }
 
@@ -58,3 +58,11 @@ def test_bad_values_name_the_setting(settings, field):
     with pytest.raises(ConfigError, match=field) as info:
         load_serve_config(environ=environ)
     assert "MLKIT_SERVE_" in str(info.value)
+
+
+def test_block_size_never_exceeds_the_batch_size():
+    assert load_serve_config(environ={}).block_size == 4
+    naive = load_serve_config({"max_batch_size": 1}, environ={})
+    # A server that never batches gains nothing from padding.
+    assert naive.block_size == 1
+    assert load_serve_config({"model_block": 8}, environ={}).block_size == 8

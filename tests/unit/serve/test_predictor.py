@@ -116,3 +116,18 @@ def test_warm_up_leaves_no_trace(predictor):
     description = predictor.describe()
     assert description["version"] == predictor.version
     assert description["classes"] == len(predictor.classes)
+
+
+@pytest.mark.parametrize("block", [1, 3])
+def test_any_block_size_keeps_answers_independent_of_batching(tiny_model, jobs, block):
+    result, _ = tiny_model
+    other = Predictor(load_model(result.model_dir), block_size=block)
+    alone = [other.run_batch([job])[0].value for job in jobs]
+    assert [r.value for r in other.run_batch(jobs)] == alone
+    assert [r.value for r in other.run_batch(jobs[3:8])] == alone[3:8]
+
+
+def test_block_size_must_be_positive(tiny_model):
+    result, _ = tiny_model
+    with pytest.raises(ValueError, match="block_size"):
+        Predictor(load_model(result.model_dir), block_size=0)

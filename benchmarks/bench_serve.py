@@ -1,0 +1,796 @@
+"""Benchmark: the inference service on 2 cores, naive against micro-batched.
+
+Goals (issue: inference service), all measured in one run with the same model:
+
+- micro-batching (the server's defaults) serves at least 3x the requests per
+  second of naive per-request inference (``max_batch_size=1``: every request
+  runs alone, at batch size 1, unpadded) at 32 concurrent requests;
+- the server's best throughput is at least 0.8x the offline limit: decode,
+  prepare and ``Predictor.probabilities`` in batches of 32 in this process,
+  with the server's torch thread count and no HTTP;
+- at half of capacity (an open loop with Poisson arrivals at half the best
+  micro-batched throughput) the p95 latency is at most 2x the single-request
+  latency (p50 at concurrency 1);
+- one server process with the default model stays under 1 GiB resident
+  (VmRSS after loading, VmHWM after the load).
+
+The default model is the architecture of the packaged ``full`` training config
+(ResNet at 128 px, the pretrained all-MiniLM-L6-v2 text encoder), trained for
+one epoch on synthetic demo data: the weights are barely trained, only speed
+and memory are measured. The ``ci`` config's tiny model follows in a second
+table, without goals. Requests are real JPEGs from the synthetic dataset with
+their descriptions, sent as multipart uploads by the load generator, which
+runs in this process and competes with the server for the same cores; its CPU
+time and that of every other process on the machine are reported per level.
+Every input is sent once before the levels, so texts come from the server's
+cache, as in the offline limit; one extra run makes every text unique to show
+what cache misses cost. Without goals, it also tries other ``max_wait_ms``,
+``model_block`` and ``torch_threads`` values.
+
+On a shared machine the figures move with the neighbours' load: two torch
+threads on two cores slow down severalfold when another process takes a core.
+The ``others`` column says how many cores other processes used meanwhile.
+
+    python benchmarks/bench_serve.py                 # about 6 minutes
+    python benchmarks/bench_serve.py --quick         # smoke run, about 2 minutes
+    python benchmarks/bench_serve.py --model-dir DIR # reuse a trained model
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from mlkit.data.manifest import read_manifest
+from mlkit.data.prepare import PrepareConfig, prepare
+from mlkit.data.synthetic import SynthConfig, generate
+from mlkit.serve.config import IMAGE_FORMATS, ServeConfig
+from mlkit.serve.loadtest import LoadReport, Payload, image_payloads, run_load_sync
+from mlkit.serve.process import LocalServer
+
+RESULTS = Path(__file__).resolve().parent / "results"
+GOAL_BATCHING_SPEEDUP = 3.0
+GOAL_CONCURRENCY = 32
+GOAL_SHARE_OF_OFFLINE = 0.8
+GOAL_P95_OVER_SINGLE = 2.0
+GOAL_RSS_BYTES = 1 << 30
+OFFLINE_BATCH = 32
+GIB = float(1 << 30)
+# Other processes using more than this many cores during a measurement make
+# its figures doubtful: torch's two threads then stall each other.
+NOISY_CORES = 0.3
+
+
+@dataclass(frozen=True)
+class Plan:
+    """How long and how hard each part of the run pushes."""
+
+    samples: int
+    max_inputs: int
+    levels: tuple[int, ...]
+    level_s: float
+    warmup_s: float
+    open_s: float
+    offline_s: float
+    sweep: tuple[dict[str, float], ...]
+    sweep_levels: tuple[int, ...]
+    ci_levels: tuple[int, ...]
+
+
+FULL = Plan(
+    samples=600,
+    max_inputs=160,
+    levels=(1, 8, 32, 64),
+    level_s=8.0,
+    warmup_s=2.0,
+    open_s=15.0,
+    offline_s=6.0,
+    sweep=({"max_wait_ms": 5}, {"model_block": 1}, {"torch_threads": 1}),
+    sweep_levels=(1, 32),
+    ci_levels=(1, 32),
+)
+QUICK = Plan(
+    samples=300,
+    max_inputs=64,
+    levels=(1, 32),
+    level_s=3.0,
+    warmup_s=1.0,
+    open_s=4.0,
+    offline_s=2.0,
+    sweep=({"max_wait_ms": 5},),
+    sweep_levels=(32,),
+    ci_levels=(32,),
+)
+
+
+# --- the machine ------------------------------------------------------------
+
+
+def machine_busy_seconds() -> float:
+    """CPU seconds all processes on the machine have used (from /proc/stat)."""
+    fields = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
+    user, nice, system, _idle, _iowait, irq, softirq, steal = map(int, fields[:8])
+    # Steal is time the hypervisor gave to someone else: lost to us as well.
+    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+
+
+def proc_memory(pid: int) -> dict[str, int]:
+    """VmRSS (resident now) and VmHWM (peak resident) of ``pid``, in bytes."""
+    found = {}
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        key, _, value = line.partition(":")
+        if key in ("VmRSS", "VmHWM"):
+            found[key] = int(value.split()[0]) * 1024
+    return found
+
+
+def batch_counters(url: str) -> dict[str, float]:
+    """Items, batches and model seconds the server has run so far (/metrics)."""
+    text = httpx.get(f"{url}/metrics", timeout=10.0, trust_env=False).text
+    names = {
+        "mlkit_batch_size_sum": "items",
+        "mlkit_batch_size_count": "batches",
+        "mlkit_batch_duration_seconds_sum": "seconds",
+    }
+    values = {}
+    for line in text.splitlines():
+        name, _, value = line.partition(" ")
+        if name in names:
+            values[names[name]] = float(value)
+    return values
+
+
+# --- data and models --------------------------------------------------------
+
+
+def build_data(root: Path, samples: int) -> tuple[Path, Path]:
+    """Synthetic demo data and its prepared manifest, as the `ci` profile makes."""
+    generate(root / "data", SynthConfig(n_samples=samples, seed=0))
+    prepare(
+        PrepareConfig(
+            data_root=root / "data",
+            out_dir=root / "prepared",
+            min_samples_per_label=5,
+            image_check="full",
+            seed=0,
+        )
+    )
+    return root / "data", root / "prepared"
+
+
+def train_briefly(config: str, prepared: Path, out_dir: Path) -> tuple[Path, float]:
+    """A model of the packaged ``config``, trained for one epoch; and the seconds."""
+    from mlkit.train.run import TrainRunConfig, train_model
+
+    run = TrainRunConfig.from_yaml(
+        config,
+        manifest=prepared,
+        out_dir=out_dir,
+        train={
+            "epochs": 1,
+            "num_workers": 0,
+            "warmup_epochs": 0,
+            "early_stopping_patience": None,
+        },
+    )
+    started = time.perf_counter()
+    result = train_model(run)
+    return result.model_dir, time.perf_counter() - started
+
+
+def request_inputs(
+    data_root: Path, prepared: Path, limit: int
+) -> tuple[list[Path], list[str]]:
+    """Up to ``limit`` JPEG images of the prepared dataset with their descriptions.
+
+    Drawn at random (seed 0) so every synthetic source is represented.
+    """
+    rows = read_manifest(prepared)
+    rows = rows[rows["image_path"].str.lower().str.endswith((".jpg", ".jpeg"))]
+    rows = rows.sample(n=min(limit, len(rows)), random_state=0)
+    paths = [data_root / p for p in rows["image_path"]]
+    return paths, rows["text"].fillna("").tolist()
+
+
+def unique_texts(payload: Payload) -> Payload:
+    """``payload`` with every text made unique, so the server's text cache misses."""
+
+    def build(i: int) -> Mapping[str, Any]:
+        request = dict(payload(i))
+        data = dict(request.get("data", {}))
+        data["text"] = f"{data.get('text', '')} (request {i})".strip()
+        request["data"] = data
+        return request
+
+    return build
+
+
+# --- measurements -----------------------------------------------------------
+
+
+def offline_limit(
+    model_dir: Path,
+    paths: Sequence[Path],
+    texts: Sequence[str],
+    *,
+    threads: int,
+    seconds: float,
+) -> dict[str, Any]:
+    """Images per second of decode + prepare + probabilities in batches, no HTTP.
+
+    The upload bytes are read into memory first, as the server receives them;
+    one pass fills the text cache and warms the kernels, as the server's
+    priming pass does; then full passes run for at least ``seconds``, once in
+    the main thread and once in a worker thread (where the server runs its
+    model). The faster of the two is the limit: torch's threads spin in the
+    main thread, which is fastest on idle cores and several times slower than
+    a worker thread when a neighbour takes a core.
+    """
+    import torch
+
+    from mlkit.serve.config import Thresholds
+    from mlkit.serve.images import decode_image
+    from mlkit.serve.predictor import PredictJob, Predictor
+    from mlkit.train.run import load_model
+
+    config = ServeConfig()
+    uploads = [p.read_bytes() for p in paths]
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        predictor = Predictor(load_model(model_dir))
+        predictor.warm_up()
+
+        def one_pass() -> int:
+            for start in range(0, len(uploads), OFFLINE_BATCH):
+                jobs = []
+                for data, text in zip(
+                    uploads[start : start + OFFLINE_BATCH],
+                    texts[start : start + OFFLINE_BATCH],
+                    strict=True,
+                ):
+                    image = decode_image(
+                        data,
+                        max_bytes=config.max_upload_bytes,
+                        max_pixels=config.max_image_pixels,
+                        formats=IMAGE_FORMATS,
+                    )
+                    jobs.append(
+                        PredictJob(
+                            predictor.prepare_image(image),
+                            None,
+                            text,
+                            config.default_top_k,
+                            Thresholds(),
+                        )
+                    )
+                predictor.probabilities(jobs)
+            return len(uploads)
+
+        def timed() -> dict[str, Any]:
+            one_pass()
+            images, started = 0, time.perf_counter()
+            cpu_started, busy_started = time.process_time(), machine_busy_seconds()
+            while time.perf_counter() - started < seconds:
+                images += one_pass()
+            elapsed = time.perf_counter() - started
+            cpu = time.process_time() - cpu_started
+            others = machine_busy_seconds() - busy_started - cpu
+            return {
+                "throughput_rps": round(images / elapsed, 2),
+                "cores_used": round(cpu / elapsed, 2),
+                "other_cores": round(max(others, 0.0) / elapsed, 2),
+            }
+
+        runs = {"main_thread": timed()}
+        with ThreadPoolExecutor(max_workers=1) as worker:
+            runs["worker_thread"] = worker.submit(timed).result()
+    finally:
+        torch.set_num_threads(previous)
+    where = max(runs, key=lambda name: runs[name]["throughput_rps"])
+    return {
+        **runs[where],
+        "thread": where,
+        "by_thread": runs,
+        "batch_size": OFFLINE_BATCH,
+        "torch_threads": threads,
+    }
+
+
+def offline_twice(
+    model_dir: Path,
+    paths: Sequence[Path],
+    texts: Sequence[str],
+    plan: Plan,
+    between: Callable[[], Any],
+) -> tuple[dict[str, Any], Any]:
+    """The offline limit measured before and after ``between()``; the best counts.
+
+    Two measurements apart in time, because a neighbour that takes a core for
+    a while slows torch down severalfold; the better one is the limit. Returns
+    the offline result and what ``between`` returned.
+    """
+    threads = len(os.sched_getaffinity(0))
+    print(f"\n(c) offline limit: batches of {OFFLINE_BATCH}, {threads} torch threads")
+    runs = []
+
+    def run(when: str) -> None:
+        runs.append(
+            offline_limit(
+                model_dir, paths, texts, threads=threads, seconds=plan.offline_s
+            )
+        )
+        by_thread = runs[-1]["by_thread"]
+        print(
+            f"  {when}: "
+            + ", ".join(
+                f"{name.replace('_', ' ')} {r['throughput_rps']:.1f} images/s "
+                f"(others {r['other_cores']:.2f} cores)"
+                for name, r in by_thread.items()
+            ),
+            flush=True,
+        )
+
+    run("first")
+    value = between()
+    run("again")
+    best = max(runs, key=lambda r: r["throughput_rps"])
+    result = {**best, "runs_rps": [r["throughput_rps"] for r in runs]}
+    result["runs_other_cores"] = [
+        r["other_cores"] for run in runs for r in run["by_thread"].values()
+    ]
+    return result, value
+
+
+def measure(
+    server: LocalServer,
+    profile: Mapping[str, Any],
+    payload: Payload,
+    *,
+    label: str,
+) -> dict[str, Any]:
+    """One load run against ``server`` and who used the CPU meanwhile.
+
+    ``client_cores`` is this process (the load generator), ``server_cores``
+    the server, ``other_cores`` every other process on the machine: noise.
+    ``model_busy`` is the share of the time the server's model was computing a
+    batch; ``mean_batch_ms`` how long a batch took.
+    """
+    model0 = batch_counters(server.url)
+    server0, client0, busy0 = (
+        server.cpu_seconds(),
+        time.process_time(),
+        machine_busy_seconds(),
+    )
+    report: LoadReport = run_load_sync(server.url, profile, payload)
+    server_cpu = server.cpu_seconds() - server0
+    client_cpu = time.process_time() - client0
+    busy = machine_busy_seconds() - busy0
+    model = {k: v - model0[k] for k, v in batch_counters(server.url).items()}
+    batches = max(model["batches"], 1.0)
+
+    elapsed = report.elapsed_s
+    summary = report.to_dict()
+    row = {
+        "label": label,
+        "level": report.profile.peak_level,
+        "mode": report.profile.mode,
+        "requests": report.requests,
+        "ok": report.ok,
+        "errors": report.errors,
+        "elapsed_s": round(elapsed, 2),
+        "throughput_rps": round(report.throughput, 2),
+        "p50_ms": summary["p50_ms"],
+        "p95_ms": summary["p95_ms"],
+        "p99_ms": summary["p99_ms"],
+        "mean_batch": round(model["items"] / batches, 2),
+        "mean_batch_ms": round(1000 * model["seconds"] / batches, 1),
+        "model_busy": round(model["seconds"] / elapsed, 2),
+        "server_cores": round(server_cpu / elapsed, 2),
+        "client_cores": round(client_cpu / elapsed, 2),
+        "other_cores": round(max(busy - server_cpu - client_cpu, 0.0) / elapsed, 2),
+    }
+    print(format_row(row), flush=True)
+    return row
+
+
+def closed(concurrency: int, seconds: float) -> dict[str, Any]:
+    return {
+        "mode": "closed",
+        "concurrency": concurrency,
+        "duration_s": seconds,
+        "timeout_s": 60.0,
+    }
+
+
+def prime(server: LocalServer, payload: Payload, n_inputs: int) -> None:
+    """Send every input once: the server's text cache then holds every text."""
+    run_load_sync(
+        server.url,
+        {"mode": "closed", "concurrency": 8, "max_requests": n_inputs},
+        payload,
+    )
+
+
+def closed_levels(
+    server: LocalServer,
+    payload: Payload,
+    levels: Sequence[int],
+    plan: Plan,
+    label: str,
+) -> list[dict[str, Any]]:
+    """Closed loops at each level, each after a short unmeasured warm-up."""
+    rows = []
+    for level in levels:
+        run_load_sync(server.url, closed(level, plan.warmup_s), payload)
+        rows.append(measure(server, closed(level, plan.level_s), payload, label=label))
+    return rows
+
+
+def start_server(
+    model_dir: Path, settings: Mapping[str, Any], log_dir: Path, name: str
+) -> LocalServer:
+    server = LocalServer(model_dir, settings=settings, log_file=log_dir / f"{name}.log")
+    started = time.perf_counter()
+    server.start(timeout_s=300.0)
+    print(
+        f"  [{name}: ready in {time.perf_counter() - started:.1f} s, pid {server.pid}]",
+        flush=True,
+    )
+    return server
+
+
+# --- output -----------------------------------------------------------------
+
+HEADER = (
+    f"{'run':<26} {'level':>6} {'req/s':>7} {'p50 ms':>8} {'p95 ms':>8} "
+    f"{'p99 ms':>8} {'batch':>5} {'ms/b':>6} {'busy':>5} {'errors':>6} "
+    f"{'server':>6} {'client':>6} {'others':>6}"
+)
+
+
+def format_row(row: Mapping[str, Any]) -> str:
+    level = (
+        f"c={row['level']:g}" if row["mode"] == "closed" else f"{row['level']:.0f}/s"
+    )
+
+    def ms(value: float | None) -> str:
+        return f"{value:8.1f}" if value is not None else f"{'-':>8}"
+
+    return (
+        f"{row['label']:<26} {level:>6} {row['throughput_rps']:7.1f} "
+        f"{ms(row['p50_ms'])} {ms(row['p95_ms'])} {ms(row['p99_ms'])} "
+        f"{row['mean_batch']:5.1f} {row['mean_batch_ms']:6.1f} "
+        f"{row['model_busy']:5.2f} {row['requests'] - row['ok']:6d} "
+        f"{row['server_cores']:6.2f} {row['client_cores']:6.2f} "
+        f"{row['other_cores']:6.2f}"
+    )
+
+
+def print_table(title: str, rows: Sequence[Mapping[str, Any]]) -> None:
+    print(f"\n{title}")
+    print(HEADER)
+    for row in rows:
+        print(format_row(row))
+
+
+def at_level(rows: Sequence[Mapping[str, Any]], level: int) -> Mapping[str, Any]:
+    return next(r for r in rows if r["mode"] == "closed" and r["level"] == level)
+
+
+# --- the parts of the run ---------------------------------------------------
+
+
+def bench_default_model(
+    model_dir: Path,
+    paths: list[Path],
+    texts: list[str],
+    plan: Plan,
+    log_dir: Path,
+) -> dict[str, Any]:
+    """Offline limit around naive and micro-batched servers; then other settings."""
+    payload = image_payloads(paths, texts)
+    offline, result = offline_twice(
+        model_dir,
+        paths,
+        texts,
+        plan,
+        lambda: naive_and_batched(model_dir, payload, len(paths), plan, log_dir),
+    )
+    result["offline"] = offline
+
+    sweep = []
+    if plan.sweep:
+        print(f"\nother settings for (b), at concurrency {list(plan.sweep_levels)}")
+        print(HEADER)
+    for settings in plan.sweep:
+        name = ", ".join(f"{k}={v:g}" for k, v in settings.items())
+        with start_server(model_dir, settings, log_dir, name) as server:
+            prime(server, payload, len(paths))
+            label = f"(b) {name}"
+            rows = closed_levels(server, payload, plan.sweep_levels, plan, label)
+        sweep.extend({**r, "settings": settings} for r in rows)
+    result["settings_sweep"] = sweep
+    return result
+
+
+def naive_and_batched(
+    model_dir: Path, payload: Payload, n_inputs: int, plan: Plan, log_dir: Path
+) -> dict[str, Any]:
+    """(a) and (b) at every level, then (b)'s open loop, text misses and memory."""
+    defaults = ServeConfig()
+    result: dict[str, Any] = {}
+
+    # With max_batch_size=1 the server runs each request alone at batch size 1,
+    # unpadded (its model block is 1): what a naive per-request server does.
+    print("\n(a) naive: max_batch_size=1, max_wait_ms=0")
+    print(HEADER)
+    naive = {"max_batch_size": 1, "max_wait_ms": 0}
+    with start_server(model_dir, naive, log_dir, "naive") as server:
+        prime(server, payload, n_inputs)
+        result["naive"] = closed_levels(server, payload, plan.levels, plan, "(a) naive")
+
+    label = f"(b) batched, wait {defaults.max_wait_ms:g} ms"
+    print(
+        f"\n(b) micro-batched, the server's defaults: max_batch_size="
+        f"{defaults.max_batch_size}, max_wait_ms={defaults.max_wait_ms:g}"
+    )
+    print(HEADER)
+    with start_server(model_dir, {}, log_dir, "batched") as server:
+        memory_loaded = proc_memory(server.pid)
+        prime(server, payload, n_inputs)
+        batched = closed_levels(server, payload, plan.levels, plan, label)
+        capacity = max(r["throughput_rps"] for r in batched)
+        open_row = measure(
+            server,
+            {
+                "mode": "open",
+                "rate": round(capacity / 2, 2),
+                "duration_s": plan.open_s,
+                "timeout_s": 60.0,
+                "max_connections": 256,
+            },
+            payload,
+            label="(b) open loop, capacity/2",
+        )
+        misses = measure(
+            server,
+            closed(GOAL_CONCURRENCY, plan.level_s),
+            unique_texts(payload),
+            label="(b) unique texts, no cache",
+        )
+        memory_after = proc_memory(server.pid)
+    return {
+        **result,
+        "batched": batched,
+        "capacity_rps": capacity,
+        "open_loop": open_row,
+        "text_cache_misses": misses,
+        "memory": {
+            "rss_after_load_bytes": memory_loaded["VmRSS"],
+            "rss_after_traffic_bytes": memory_after["VmRSS"],
+            "peak_rss_bytes": memory_after["VmHWM"],
+        },
+        "defaults": {
+            "max_batch_size": defaults.max_batch_size,
+            "max_wait_ms": defaults.max_wait_ms,
+            "torch_threads": len(os.sched_getaffinity(0)),
+        },
+    }
+
+
+def bench_ci_model(
+    model_dir: Path,
+    paths: list[Path],
+    texts: list[str],
+    plan: Plan,
+    log_dir: Path,
+) -> dict[str, Any]:
+    """The tiny `ci` model: offline limit, naive and micro-batched; no goals."""
+    payload = image_payloads(paths, texts)
+    print("\n`ci` model")
+
+    def servers() -> dict[str, Any]:
+        print(HEADER)
+        rows = []
+        for name, settings, label in (
+            ("ci-naive", {"max_batch_size": 1, "max_wait_ms": 0}, "(a) naive"),
+            ("ci-batched", {}, "(b) batched, defaults"),
+        ):
+            with start_server(model_dir, settings, log_dir, name) as server:
+                prime(server, payload, len(paths))
+                rows.extend(closed_levels(server, payload, plan.ci_levels, plan, label))
+                memory = proc_memory(server.pid)
+        return {"rows": rows, "memory_batched_server": memory}
+
+    offline, result = offline_twice(model_dir, paths, texts, plan, servers)
+    return {"offline": offline, **result}
+
+
+# --- goals ------------------------------------------------------------------
+
+
+def noise_cores(result: Mapping[str, Any]) -> dict[str, float]:
+    """Cores that other processes used during each measurement: mean and max."""
+    rows = [
+        *result["naive"],
+        *result["batched"],
+        result["open_loop"],
+        result["text_cache_misses"],
+        *result["settings_sweep"],
+        *result.get("ci_model", {}).get("rows", []),
+    ]
+    cores = [r["other_cores"] for r in rows] + result["offline"]["runs_other_cores"]
+    return {"mean": round(sum(cores) / len(cores), 2), "max": max(cores)}
+
+
+def check_goals(result: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+    """Each goal: the measured figure, the bound, and whether it was met."""
+    naive = at_level(result["naive"], GOAL_CONCURRENCY)
+    batched = at_level(result["batched"], GOAL_CONCURRENCY)
+    single = at_level(result["batched"], 1)
+    offline = result["offline"]["throughput_rps"]
+    rss = result["memory"]["peak_rss_bytes"]
+
+    def ratio(a: float | None, b: float | None) -> float:
+        return a / b if a is not None and b else math.nan
+
+    goals = {
+        "batching_speedup_at_32": {
+            "value": ratio(batched["throughput_rps"], naive["throughput_rps"]),
+            "goal": f">= {GOAL_BATCHING_SPEEDUP}",
+        },
+        "best_over_offline": {
+            "value": ratio(result["capacity_rps"], offline),
+            "goal": f">= {GOAL_SHARE_OF_OFFLINE}",
+        },
+        "p95_half_capacity_over_single": {
+            "value": ratio(result["open_loop"]["p95_ms"], single["p50_ms"]),
+            "goal": f"<= {GOAL_P95_OVER_SINGLE}",
+        },
+        "server_memory_gib": {"value": rss / GIB, "goal": "<= 1"},
+    }
+    bounds = {
+        "batching_speedup_at_32": lambda v: v >= GOAL_BATCHING_SPEEDUP,
+        "best_over_offline": lambda v: v >= GOAL_SHARE_OF_OFFLINE,
+        "p95_half_capacity_over_single": lambda v: v <= GOAL_P95_OVER_SINGLE,
+        "server_memory_gib": lambda v: v * GIB <= GOAL_RSS_BYTES,
+    }
+    for name, goal in goals.items():
+        check: Callable[[float], bool] = bounds[name]
+        goal["value"] = round(goal["value"], 3)
+        goal["met"] = not math.isnan(goal["value"]) and check(goal["value"])
+    # The open loop must also have been answered: errors there void the p95.
+    if result["open_loop"]["ok"] < result["open_loop"]["requests"]:
+        goals["p95_half_capacity_over_single"]["met"] = False
+    return goals
+
+
+def print_summary(result: Mapping[str, Any], goals: Mapping[str, Any]) -> None:
+    print_table(
+        "default model (`full` architecture), closed loops, then the open loop",
+        [
+            *result["naive"],
+            *result["batched"],
+            result["open_loop"],
+            result["text_cache_misses"],
+            *result["settings_sweep"],
+        ],
+    )
+    memory = result["memory"]
+    print(
+        f"offline limit (c): {result['offline']['throughput_rps']:.1f} images/s "
+        f"(runs: {result['offline']['runs_rps']}); capacity (best of b): "
+        f"{result['capacity_rps']:.1f} req/s"
+    )
+    print(
+        f"server memory: {memory['rss_after_load_bytes'] / GIB:.2f} GiB after "
+        f"loading, {memory['rss_after_traffic_bytes'] / GIB:.2f} GiB after the "
+        f"load, peak {memory['peak_rss_bytes'] / GIB:.2f} GiB"
+    )
+    if "ci_model" in result:
+        ci = result["ci_model"]
+        print_table(
+            f"`ci` model (tiny; make report deploys it): offline limit "
+            f"{ci['offline']['throughput_rps']:.1f} images/s (runs: "
+            f"{ci['offline']['runs_rps']}), server peak RSS "
+            f"{ci['memory_batched_server']['VmHWM'] / GIB:.2f} GiB",
+            ci["rows"],
+        )
+    print(
+        "\ncolumns: batch = mean model batch, ms/b = milliseconds per batch, "
+        "busy = share of the time the model computed; server/client/others = "
+        "CPU cores used by the server, this process (the load generator) and "
+        "every other process on the machine (noise)"
+    )
+    noise = result["noise_other_cores"]
+    print(
+        f"noise: other processes used {noise['mean']:.2f} cores on average, "
+        f"{noise['max']:.2f} at most, during the measurements"
+        + ("; the figures are doubtful" if noise["max"] > NOISY_CORES else "")
+    )
+    print("\ngoals")
+    for name, goal in goals.items():
+        verdict = "PASS" if goal["met"] else "FAIL"
+        print(f"  {verdict}  {name:<32} {goal['value']:8.3f}  (goal {goal['goal']})")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="a short smoke run")
+    parser.add_argument(
+        "--model-dir", type=Path, help="reuse this model directory (default model)"
+    )
+    parser.add_argument("--no-ci", action="store_true", help="skip the `ci` model")
+    args = parser.parse_args()
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    plan = QUICK if args.quick else FULL
+    load_before = os.getloadavg()
+    started = time.perf_counter()
+
+    with tempfile.TemporaryDirectory(prefix="bench-serve-") as tmp:
+        tmp = Path(tmp)
+        data_root, prepared = build_data(tmp, plan.samples)
+        paths, texts = request_inputs(data_root, prepared, plan.max_inputs)
+        print(
+            f"{len(paths)} distinct JPEG uploads with their texts, from "
+            f"{plan.samples} synthetic samples; {os.cpu_count()} CPUs, load "
+            f"average before {load_before[0]:.2f}"
+        )
+
+        train_s = None
+        model_dir = args.model_dir
+        if model_dir is None:
+            model_dir, train_s = train_briefly("full", prepared, tmp / "full")
+            print(f"trained the `full` architecture for 1 epoch in {train_s:.0f} s")
+        print(
+            "the weights are barely trained (1 epoch, synthetic data): only "
+            "speed and memory are measured"
+        )
+
+        result = bench_default_model(model_dir, paths, texts, plan, tmp)
+        result["model_dir"] = str(args.model_dir) if args.model_dir else "(trained)"
+        result["train_seconds"] = None if train_s is None else round(train_s, 1)
+        if not args.no_ci:
+            ci_dir, _ = train_briefly("ci", prepared, tmp / "ci")
+            result["ci_model"] = bench_ci_model(ci_dir, paths, texts, plan, tmp)
+
+    goals = check_goals(result)
+    result.update(
+        noise_other_cores=noise_cores(result),
+        plan=asdict(plan),
+        quick=args.quick,
+        distinct_inputs=len(paths),
+        cpu_count=os.cpu_count(),
+        load_average_before=round(load_before[0], 2),
+        load_average_after=round(os.getloadavg()[0], 2),
+        wall_seconds=round(time.perf_counter() - started, 1),
+        goals=goals,
+    )
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "serve.json").write_text(json.dumps(result, indent=2) + "\n")
+
+    print_summary(result, goals)
+    met = all(goal["met"] for goal in goals.values())
+    print(
+        f"\nwall time {result['wall_seconds']:.0f} s; load average before "
+        f"{load_before[0]:.2f}, after {result['load_average_after']:.2f}"
+    )
+    print("all goals met" if met else "GOALS NOT MET")
+    return 0 if met else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -72,3 +72,49 @@ def gated_model(tiny_model, prepared_demo, tmp_path_factory):
         )
     )
     return result.model_dir, write_gate(out / "gate.json", report, 0.0)
+
+
+def tiny_profile() -> dict:
+    """A pipeline profile that runs all five notebooks in a couple of minutes."""
+    tiny = {k: v for k, v in TINY_TRAINING.items() if k != "train"}
+    return {
+        "name": "tiny",
+        "data": {"synthetic": {"n_samples": 150, "seed": 2}},
+        "stages": {
+            "01_preprocess": {"min_samples_per_label": 2},
+            "02_train": {"config": "ci", "overrides": tiny, "epochs": 2},
+            "03_evaluate": {"min_macro_f1": 0.9},
+            "04_deploy": {"smoke_images": 3, "git_sha": "abc1234"},
+            "05_scaling_demo": {
+                "levels": [1, 4],
+                "seconds_per_level": 1.5,
+                "payload_images": 6,
+                "quiet_s": 30.0,
+                "ramp_s": 30.0,
+                "hold_s": 60.0,
+            },
+        },
+    }
+
+
+@pytest.fixture(scope="session")
+def tiny_pipeline(tmp_path_factory):
+    """The whole pipeline run once on the tiny profile: (root, summary).
+
+    ``root`` holds ``build/`` (the work directory) and ``executed/`` (the
+    executed notebooks). The gate threshold is overridden to 0, as CI may.
+    """
+    import yaml
+
+    from mlkit.pipeline.runner import run_pipeline
+
+    root = tmp_path_factory.mktemp("tiny_pipeline")
+    profile = root / "tiny.yaml"
+    profile.write_text(yaml.safe_dump(tiny_profile()))
+    summary = run_pipeline(
+        profile,
+        workdir=root / "build",
+        executed_dir=root / "executed",
+        min_macro_f1=0.0,
+    )
+    return root, summary

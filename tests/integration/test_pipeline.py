@@ -8,7 +8,7 @@ from click.testing import CliRunner
 
 from mlkit.cli import cli
 from mlkit.pipeline.runner import PipelineError, run_pipeline
-from tests.conftest import TINY_TRAINING
+from tests.conftest import tiny_profile
 
 pytestmark = pytest.mark.notebook
 
@@ -16,36 +16,12 @@ pytestmark = pytest.mark.notebook
 @pytest.fixture
 def profile(tmp_path):
     path = tmp_path / "tiny.yaml"
-    tiny = {k: v for k, v in TINY_TRAINING.items() if k != "train"}
-    profile = {
-        "name": "tiny",
-        "data": {"synthetic": {"n_samples": 150, "seed": 2}},
-        "stages": {
-            "01_preprocess": {"min_samples_per_label": 2},
-            "02_train": {"config": "ci", "overrides": tiny, "epochs": 2},
-            "03_evaluate": {"min_macro_f1": 0.9},
-            "04_deploy": {"smoke_images": 3, "git_sha": "abc1234"},
-            "05_scaling_demo": {
-                "levels": [1, 4],
-                "seconds_per_level": 1.5,
-                "payload_images": 6,
-                "quiet_s": 30.0,
-                "ramp_s": 30.0,
-                "hold_s": 60.0,
-            },
-        },
-    }
-    path.write_text(yaml.safe_dump(profile))
+    path.write_text(yaml.safe_dump(tiny_profile()))
     return path
 
 
-def test_pipeline_runs_every_stage_and_writes_a_summary(tmp_path, profile):
-    summary = run_pipeline(
-        profile,
-        workdir=tmp_path / "build",
-        executed_dir=tmp_path / "executed",
-        min_macro_f1=0.0,  # CI's override of the profile's threshold
-    )
+def test_pipeline_runs_every_stage_and_writes_a_summary(tiny_pipeline):
+    tmp_path, summary = tiny_pipeline
     assert summary["profile"] == "tiny" and summary["data"]["synthetic"] is True
     assert [s["name"] for s in summary["stages"]] == [
         "01_preprocess",

@@ -1,11 +1,11 @@
 """The built book in a real browser: headless Chromium, driven over DevTools.
 
-Browser test (about 20 s): builds the book into a temporary folder from the
-committed notebooks (no outputs) and the evidence fragments, generated from this
-checkout with an empty pipeline work directory, so the pipeline sections show
-their "not available" notes. Then every page is opened in Chromium: it must load
-without console errors, every image must decode, and every internal link must
-point to a file (and anchor) that exists. Screenshots of the report go to
+Browser test: builds the book into a temporary folder from the notebooks that
+the session's tiny pipeline run executed (with their plots and glued outputs)
+and the evidence fragments generated from that run's work directory, as `make
+report` does. Then every page is opened in Chromium: it must load without
+console errors, every image must decode and render, and every internal link
+must point to a file (and anchor) that exists. Screenshots of the report go to
 build/test-artifacts/site/.
 
 Chromium is required, not optional: without it the test fails and says how to
@@ -61,8 +61,9 @@ def _toc_docs(toc: dict) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def site(tmp_path_factory) -> Path:
-    """The book built from the repository's sources into a temporary folder."""
+def site(tmp_path_factory, tiny_pipeline) -> Path:
+    """The book built from the tiny pipeline run into a temporary folder."""
+    run_root, _ = tiny_pipeline
     book = tmp_path_factory.mktemp("site") / "book"
     shutil.copytree(
         ROOT / "book",
@@ -71,7 +72,7 @@ def site(tmp_path_factory) -> Path:
     )
     for doc in _toc_docs(yaml.safe_load((book / "_toc.yml").read_text())):
         if doc.startswith("notebooks/"):
-            source = ROOT / f"{doc}.ipynb"
+            source = run_root / "executed" / f"{Path(doc).name}.ipynb"
             assert source.is_file(), f"_toc.yml lists {doc}, and {source} is missing"
             (book / "notebooks").mkdir(exist_ok=True)
             shutil.copy(source, book / f"{doc}.ipynb")
@@ -80,7 +81,7 @@ def site(tmp_path_factory) -> Path:
     write_evidence(
         EvidenceSources(
             repo_root=ROOT,
-            workdir=book.parent / "build",
+            workdir=run_root / "build",
             book_dir=book,
             coverage_json=book.parent / "coverage.json",
         ),
@@ -283,7 +284,13 @@ def _text(path: Path) -> str:
 def test_the_book_has_the_report_and_every_notebook(site):
     names = {p.relative_to(site).as_posix() for p in _pages(site)}
     assert {"intro.html", "milestone_report.html"} <= names
-    for notebook in ("01_preprocess", "02_train", "03_evaluate"):
+    for notebook in (
+        "01_preprocess",
+        "02_train",
+        "03_evaluate",
+        "04_deploy",
+        "05_scaling_demo",
+    ):
         assert f"notebooks/{notebook}.html" in names
     report = _text(site / "milestone_report.html")
     for heading in (
@@ -300,8 +307,13 @@ def test_the_book_has_the_report_and_every_notebook(site):
         "Model validation and deployment gate",
     ):
         assert heading in report, heading
-    # The pipeline did not run for this build: the report says so, with the command.
-    assert "Not available" in report and "make pipeline" in report
+    # The pipeline's numbers are in it, marked as synthetic; coverage.json is
+    # not (the test suite is still running), and the page says so.
+    assert "Synthetic data" in report
+    # The scaling notebook's glued figures are pasted into the report.
+    html = (site / "milestone_report.html").read_text(encoding="utf-8")
+    assert html.count("<img") >= 2
+    assert "Not available" in report and "make test" in report
 
 
 def test_internal_links_resolve(site):
@@ -334,6 +346,8 @@ def test_images_exist_and_decode(site):
                 images.add((page.parent / unquote(urlsplit(link).path)).resolve())
     raster = [p for p in images if p.suffix != ".svg"]
     assert any(p.name == "data_flow.png" for p in raster)
+    # The executed notebooks' plots are files of the site too.
+    assert len(raster) >= 6, sorted(p.name for p in raster)
     for path in raster:
         with Image.open(path) as image:
             image.verify()

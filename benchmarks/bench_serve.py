@@ -727,6 +727,37 @@ def print_summary(result: Mapping[str, Any], goals: Mapping[str, Any]) -> None:
         print(f"  {verdict}  {name:<32} {goal['value']:8.3f}  (goal {goal['goal']})")
 
 
+def backbone_batch_costs(
+    model_dir: Path, sizes: Sequence[int] = (1, 2, 4, 8, 16), seconds: float = 2.0
+) -> dict[int, float]:
+    """Milliseconds per image of the vision backbone alone, by batch size.
+
+    What batching can save in model time on this CPU, before any server cost:
+    the ceiling of naive-against-batched for a compute-bound model.
+    """
+    import torch
+
+    from mlkit.train.run import load_model
+
+    model = load_model(model_dir).model.eval()
+    size = json.loads((model_dir / "model_card.json").read_text())["image"]["size"]
+    images = torch.randn(max(sizes), 3, size, size)
+    costs = {}
+    with torch.inference_mode():
+        for batch in sizes:
+            model.backbone(images[:batch])
+            started, done = time.perf_counter(), 0
+            while time.perf_counter() - started < seconds:
+                model.backbone(images[:batch])
+                done += batch
+            costs[batch] = round(1000 * (time.perf_counter() - started) / done, 2)
+    print(
+        "backbone alone, ms per image by batch size: "
+        + ", ".join(f"{b}: {ms}" for b, ms in costs.items())
+    )
+    return costs
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="a short smoke run")
@@ -734,8 +765,18 @@ def main() -> int:
         "--model-dir", type=Path, help="reuse this model directory (default model)"
     )
     parser.add_argument("--no-ci", action="store_true", help="skip the `ci` model")
+    parser.add_argument(
+        "--batch-costs",
+        action="store_true",
+        help="only time the backbone by batch size (needs --model-dir)",
+    )
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    if args.batch_costs:
+        if args.model_dir is None:
+            parser.error("--batch-costs needs --model-dir")
+        backbone_batch_costs(args.model_dir)
+        return 0
     plan = QUICK if args.quick else FULL
     load_before = os.getloadavg()
     started = time.perf_counter()
@@ -760,7 +801,9 @@ def main() -> int:
             "speed and memory are measured"
         )
 
+        costs = backbone_batch_costs(model_dir, seconds=1.0 if args.quick else 2.0)
         result = bench_default_model(model_dir, paths, texts, plan, tmp)
+        result["backbone_ms_per_image"] = costs
         result["model_dir"] = str(args.model_dir) if args.model_dir else "(trained)"
         result["train_seconds"] = None if train_s is None else round(train_s, 1)
         if not args.no_ci:

@@ -10,17 +10,23 @@ says what it serves.
 from __future__ import annotations
 
 import logging
-import re
-import subprocess
 from pathlib import Path
 
+from mlkit._git import GIT_SHA_RE, git_head
 from mlkit._io import sha256_file
 from mlkit.deploy.config import SHA256_RE, SHORT_SHA_LEN, parse_image_reference
 from mlkit.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
 
-_GIT_SHA_RE = re.compile(r"[0-9a-f]{7,40}")
+# git_head lives in mlkit._git (model cards use it too); deployment code
+# imports it from here.
+__all__ = [
+    "check_gated_model",
+    "gated_image_tag",
+    "git_head",
+    "image_reference",
+]
 
 
 def check_gated_model(model_dir: str | Path, gate_file: str | Path) -> str:
@@ -84,7 +90,7 @@ def gated_image_tag(git_sha: str, model_sha256: str) -> str:
     sha256 that is not 64.
     """
     git_sha = git_sha.strip().lower()
-    if not _GIT_SHA_RE.fullmatch(git_sha):
+    if not GIT_SHA_RE.fullmatch(git_sha):
         raise ConfigError(f"not a git commit sha: {git_sha!r}; expected 7-40 hex")
     if not SHA256_RE.fullmatch(model_sha256):
         raise ConfigError(f"not a sha256 hex digest: {model_sha256!r}")
@@ -103,21 +109,3 @@ def image_reference(repository: str, git_sha: str, model_sha256: str) -> str:
             f"{repository!r} already has a tag or digest; give the repository only"
         )
     return f"{parts['repository']}:{gated_image_tag(git_sha, model_sha256)}"
-
-
-def git_head(cwd: str | Path | None = None) -> str | None:
-    """The commit checked out in ``cwd`` (default: the current directory), or
-    None outside a git checkout or without git."""
-    try:
-        result = subprocess.run(
-            ["git", "rev-parse", "HEAD"],
-            cwd=cwd,
-            capture_output=True,
-            text=True,
-            timeout=10,
-            check=False,
-        )
-    except (OSError, subprocess.SubprocessError):
-        return None
-    sha = result.stdout.strip()
-    return sha if result.returncode == 0 and _GIT_SHA_RE.fullmatch(sha) else None

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import logging
-import subprocess
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
@@ -29,6 +28,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 import mlkit
+from mlkit._git import git_head
 from mlkit._io import atomic_path, sha256_file, write_json
 from mlkit.errors import DataError
 
@@ -220,17 +220,5 @@ def state_tensors(model: nn.Module) -> dict[str, torch.Tensor]:
 
 
 def _git_commit() -> str | None:
-    """The commit of the mlkit source tree, or None outside a git checkout."""
-    try:
-        result = subprocess.run(
-            ["git", "rev-parse", "HEAD"],
-            cwd=Path(mlkit.__file__).resolve().parent,
-            capture_output=True,
-            text=True,
-            timeout=5,
-            check=False,
-        )
-    except (OSError, subprocess.SubprocessError):
-        return None
-    commit = result.stdout.strip()
-    return commit if result.returncode == 0 and commit else None
+    """The commit of the mlkit checkout that trained the model, if any."""
+    return git_head(Path(mlkit.__file__).resolve().parent)

@@ -1,13 +1,11 @@
 import hashlib
 import json
-import subprocess
 
 import pytest
 
 from mlkit.deploy.gate import (
     check_gated_model,
     gated_image_tag,
-    git_head,
     image_reference,
 )
 from mlkit.errors import ConfigError, DataError
@@ -128,32 +126,3 @@ def test_image_reference():
     )
     with pytest.raises(ConfigError, match="already has a tag or digest"):
         image_reference("r.io/serve:v1", GIT_SHA, sha)
-
-
-def test_git_head(tmp_path):
-    assert git_head(tmp_path) is None  # not a checkout
-    subprocess.run(["git", "init", "-q", str(tmp_path)], check=True)
-    subprocess.run(
-        [
-            "git",
-            "-C",
-            str(tmp_path),
-            "-c",
-            "user.name=t",
-            "-c",
-            "user.email=t@example.com",
-            "commit",
-            "-q",
-            "--allow-empty",
-            "-m",
-            "x",
-        ],
-        check=True,
-    )
-    head = git_head(tmp_path)
-    assert head is not None and len(head) == 40
-
-
-def test_git_head_without_git(tmp_path, monkeypatch):
-    monkeypatch.setenv("PATH", str(tmp_path))
-    assert git_head(tmp_path) is None

@@ -21,7 +21,6 @@ import math
 import re
 from collections.abc import Mapping, Sequence
 from decimal import Decimal, InvalidOperation
-from importlib import resources
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -35,6 +34,7 @@ from pydantic import (
     model_validator,
 )
 
+from mlkit._config import merge_settings, packaged_names, read_config
 from mlkit.errors import ConfigError, validate_config
 
 log = logging.getLogger(__name__)
@@ -528,12 +528,7 @@ def parse_deploy_config(
 
 def deploy_config_names() -> list[str]:
     """The packaged configs (``dev``, ``prod``)."""
-    folder = resources.files("mlkit.deploy").joinpath("configs")
-    return sorted(
-        p.name.removesuffix(".yaml")
-        for p in folder.iterdir()
-        if p.name.endswith(".yaml")
-    )
+    return packaged_names("mlkit.deploy", "configs")
 
 
 def load_deploy_config(config: str | Path, **overrides: Any) -> DeployConfig:
@@ -544,40 +539,10 @@ def load_deploy_config(config: str | Path, **overrides: Any) -> DeployConfig:
     as overrides. Raises ConfigError for an unknown name, a missing or
     unreadable file, and every invalid field.
     """
-    path = Path(config)
-    if path.suffix in {".yaml", ".yml"} or path.is_file():
-        if not path.is_file():
-            raise ConfigError(f"{path}: deploy config not found")
-        text, source = path.read_text(encoding="utf-8"), str(path)
-    else:
-        if str(config) not in deploy_config_names():
-            raise ConfigError(
-                f"unknown deploy config {str(config)!r}; known: "
-                f"{', '.join(deploy_config_names())} or a path to a YAML file"
-            )
-        ref = resources.files("mlkit.deploy").joinpath("configs", f"{config}.yaml")
-        text, source = ref.read_text(encoding="utf-8"), f"deploy config {config}"
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{source}: not valid YAML: {exc}") from exc
-    if data is None:
-        data = {}
-    if not isinstance(data, dict):
-        raise ConfigError(f"{source}: expected a mapping, got {type(data).__name__}")
+    data, source = read_config(
+        config, package="mlkit.deploy", folder="configs", what="deploy config"
+    )
     return parse_deploy_config(merge_settings(data, overrides), source=source)
-
-
-def merge_settings(base: Mapping[str, Any], overrides: Mapping[str, Any]) -> dict:
-    """``base`` with ``overrides`` on top; mappings present in both merge
-    recursively, anything else (lists and None included) replaces."""
-    merged = dict(base)
-    for key, value in overrides.items():
-        if isinstance(value, Mapping) and isinstance(merged.get(key), Mapping):
-            merged[key] = merge_settings(merged[key], value)
-        else:
-            merged[key] = value
-    return merged
 
 
 def parse_overrides(items: Sequence[str]) -> dict[str, Any]:

@@ -14,14 +14,13 @@ import logging
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import papermill
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from mlkit._config import packaged_names, read_config
 from mlkit._io import sha256_file, write_json
 from mlkit.errors import ConfigError, MlkitError, describe_validation_error
 
@@ -81,32 +80,17 @@ STAGES: tuple[Stage, ...] = (
 
 
 def profile_names() -> list[str]:
-    folder = resources.files("mlkit.pipeline").joinpath("profiles")
-    return sorted(
-        p.name.removesuffix(".yaml")
-        for p in folder.iterdir()
-        if p.name.endswith(".yaml")
-    )
+    return packaged_names("mlkit.pipeline", "profiles")
 
 
 def load_profile(profile: str | Path) -> Profile:
     """A packaged profile by name (``ci``, ``full``) or a YAML file by path."""
-    path = Path(profile)
-    if path.suffix in {".yaml", ".yml"} or path.is_file():
-        if not path.is_file():
-            raise ConfigError(f"{path}: profile file not found")
-        text, source = path.read_text(encoding="utf-8"), str(path)
-    else:
-        if str(profile) not in profile_names():
-            raise ConfigError(
-                f"unknown profile {profile!r}; known: {', '.join(profile_names())} "
-                "or a path to a YAML file"
-            )
-        ref = resources.files("mlkit.pipeline").joinpath("profiles", f"{profile}.yaml")
-        text, source = ref.read_text(encoding="utf-8"), f"profile {profile}"
+    data, source = read_config(
+        profile, package="mlkit.pipeline", folder="profiles", what="profile"
+    )
     try:
-        parsed = Profile.model_validate(yaml.safe_load(text))
-    except (ValidationError, yaml.YAMLError) as exc:
+        parsed = Profile.model_validate(data)
+    except ValidationError as exc:
         raise ConfigError(
             f"{source}: invalid profile: {describe_validation_error(exc)}"
         ) from exc

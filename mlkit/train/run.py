@@ -14,16 +14,15 @@ import functools
 import logging
 import shutil
 from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 import torch
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from mlkit._config import merge_settings, read_config
 from mlkit.data.manifest import CARD_NAME, manifest_file, read_card, read_manifest
 from mlkit.errors import ConfigError, DataError, describe_validation_error
 from mlkit.models import (
@@ -76,36 +75,11 @@ class TrainRunConfig(BaseModel):
     def from_yaml(cls, path: str | Path, **overrides: Any) -> TrainRunConfig:
         """Load a YAML file, or a packaged config by name (``ci``, ``full``);
         ``overrides`` win over it (nested dicts merge)."""
-        path = Path(path)
-        if path.suffix not in {".yaml", ".yml"} and not path.exists():
-            packaged = resources.files("mlkit.train").joinpath(
-                "configs", f"{path}.yaml"
-            )
-            if not packaged.is_file():
-                raise ConfigError(
-                    f"unknown training config {str(path)!r}: not a file, and not "
-                    "a packaged config (ci, full)"
-                )
-            data = yaml.safe_load(packaged.read_text(encoding="utf-8"))
-            return parse_train_run_config(_merge(data, overrides), source=str(path))
-        if not path.is_file():
-            raise ConfigError(f"{path}: training config not found")
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-        if not isinstance(data, dict):
-            raise ConfigError(f"{path}: expected a mapping of parameters")
-        return parse_train_run_config(_merge(data, overrides), source=str(path))
-
-
-def _merge(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
-    merged = dict(base)
-    for key, value in overrides.items():
-        if value is None:
-            continue
-        if isinstance(value, dict) and isinstance(merged.get(key), dict):
-            merged[key] = _merge(merged[key], value)
-        else:
-            merged[key] = value
-    return merged
+        data, source = read_config(
+            path, package="mlkit.train", folder="configs", what="training config"
+        )
+        merged = merge_settings(data, overrides, skip_none=True)
+        return parse_train_run_config(merged, source=source)
 
 
 def parse_train_run_config(

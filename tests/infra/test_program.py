@@ -634,7 +634,7 @@ def test_kubeconfig_with_create_cluster_is_refused():
         ({"app_roles": '["owner"]'}, r"'owner' is not an IAM role"),
         ({"name": "Mlkit_Dev"}, r"name"),
         ({"deploy_config": "staging"}, r"unknown deploy config 'staging'"),
-        ({"deploy_config": "missing.yaml"}, r"deploy config not found"),
+        ({"deploy_config": "missing.yaml"}, r"deploy config file not found"),
     ],
 )
 def test_bad_config_stops_before_any_resource_naming_the_key(extra, message):

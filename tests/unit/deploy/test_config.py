@@ -272,7 +272,7 @@ def test_load_refuses_unknown_names_and_missing_files(tmp_path):
         ConfigError, match="unknown deploy config 'staging'; known: dev, prod"
     ):
         load_deploy_config("staging")
-    with pytest.raises(ConfigError, match="deploy config not found"):
+    with pytest.raises(ConfigError, match="deploy config file not found"):
         load_deploy_config(tmp_path / "nope.yaml")
 
 

@@ -7,15 +7,11 @@ import asyncio
 import copy
 import logging
 import math
-import socket
-import threading
-import time
 
 import matplotlib
 import numpy as np
 import pandas as pd
 import pytest
-import uvicorn
 from fastapi import FastAPI
 
 matplotlib.use("Agg")
@@ -50,6 +46,7 @@ from mlkit.deploy.scaling import (  # noqa: E402
 )
 from mlkit.errors import ConfigError, DataError  # noqa: E402
 from mlkit.serve.loadtest import parse_load_profile  # noqa: E402
+from tests.threaded_server import serve_in_thread
 
 MODEL_SHA = "0123456789ab" + "d" * 52
 IMAGE = f"registry.example/mlkit-serve:abc-{MODEL_SHA[:12]}"
@@ -102,27 +99,8 @@ def _app() -> FastAPI:
 def app_server():
     """A real uvicorn server on a free loopback port, in a background thread."""
     app = _app()
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    config = uvicorn.Config(
-        app, log_level="warning", lifespan="off", ws="none", timeout_graceful_shutdown=2
-    )
-    uv = uvicorn.Server(config)
-    thread = threading.Thread(target=uv.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 5
-    while not uv.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "server did not start"
-        time.sleep(0.01)
-
-    yield f"http://127.0.0.1:{port}", app
-
-    uv.should_exit = True
-    thread.join(timeout=5)
-    sock.close()
-    assert not thread.is_alive()
+    with serve_in_thread(app) as url:
+        yield url, app
 
 
 class FakeServer:

@@ -6,13 +6,10 @@ import asyncio
 import json
 import math
 import socket
-import threading
-import time
 from typing import Annotated
 
 import pandas as pd
 import pytest
-import uvicorn
 from fastapi import FastAPI, File, Form, Response, UploadFile
 from pydantic import ValidationError
 
@@ -25,6 +22,7 @@ from mlkit.serve.loadtest import (
     run_load,
     run_load_sync,
 )
+from tests.threaded_server import serve_in_thread
 
 
 def _app() -> FastAPI:
@@ -66,33 +64,8 @@ def _app() -> FastAPI:
 def server():
     """A real uvicorn server on a free loopback port, in a background thread."""
     app = _app()
-    # proto must be named: asyncio sets TCP_NODELAY only on sockets whose proto
-    # is IPPROTO_TCP, and without it every response stalls ~40 ms on Nagle.
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    config = uvicorn.Config(
-        app,
-        log_level="warning",
-        lifespan="off",
-        ws="none",
-        timeout_graceful_shutdown=2,
-    )
-    uv = uvicorn.Server(config)
-    thread = threading.Thread(target=uv.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 5
-    while not uv.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "server did not start"
-        time.sleep(0.01)
-
-    yield f"http://127.0.0.1:{port}", app
-
-    uv.should_exit = True
-    thread.join(timeout=5)
-    sock.close()
-    assert not thread.is_alive()
+    with serve_in_thread(app) as url:
+        yield url, app
 
 
 def _get(path: str):

@@ -1008,15 +1008,14 @@ def _thresholds(repo_root: Path) -> dict[str, Any]:
 
 
 def _training_configs() -> dict[str, dict[str, Any]]:
-    from importlib import resources
+    from mlkit._config import packaged_names, read_config
 
-    folder = resources.files("mlkit.train").joinpath("configs")
-    configs = {}
-    for entry in sorted(folder.iterdir(), key=lambda p: p.name):
-        if entry.name.endswith(".yaml"):
-            data = yaml.safe_load(entry.read_text(encoding="utf-8")) or {}
-            configs[entry.name.removesuffix(".yaml")] = data.get("train", {})
-    return configs
+    return {
+        name: read_config(
+            name, package="mlkit.train", folder="configs", what="training config"
+        )[0].get("train", {})
+        for name in packaged_names("mlkit.train", "configs")
+    }
 
 
 def write_evidence(

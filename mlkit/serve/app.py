@@ -17,7 +17,7 @@ import contextlib
 import logging
 import math
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -199,7 +199,7 @@ class Service:
         return str(max(1, math.ceil(seconds)))
 
     @contextlib.contextmanager
-    def admit(self) -> Any:
+    def admit(self) -> Iterator[None]:
         """Count a request in; 503 ``overloaded`` when too many are admitted."""
         if self.admitted >= self.max_admitted:
             self.metrics.rejected.labels("overloaded").inc()

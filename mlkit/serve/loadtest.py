@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import heapq
 import logging
 import math
 import mimetypes
@@ -560,16 +561,30 @@ async def _open_loop(run: _Run, payload: Payload) -> None:
     # Limitation: the schedule is followed by one event loop; if building a
     # request or a busy loop delays a start, later starts keep their planned
     # times but that one request starts late.
+    #
+    # Each arrival takes the lowest free connection slot, so at a modest rate
+    # the same few kept-alive connections carry every request. Taking slots in
+    # turn instead would leave each connection idle long enough for the server
+    # to close it, and a new connection per request measures TCP setup.
+    size = run.profile.pool_size
+    free = list(range(size))
+
+    async def send(index: int, request: dict[str, Any]) -> None:
+        # With every slot busy, the request queues in a client's pool.
+        owned = bool(free)
+        slot = heapq.heappop(free) if owned else index % size
+        try:
+            await run.send(index, request, slot)
+        finally:
+            if owned:
+                heapq.heappush(free, slot)
+
     async with asyncio.TaskGroup() as group:
         for index, planned in enumerate(_arrivals(run.profile)):
             delay = planned - run.now()
             if delay > 0:
                 await asyncio.sleep(delay)
-            request = _build_request(payload, index)
-            # Limitation: arrivals take the pooled clients in turn, so one may
-            # wait for its own client's connections while another has a free one.
-            slot = index % run.profile.pool_size
-            group.create_task(run.send(index, request, slot))
+            group.create_task(send(index, _build_request(payload, index)))
 
 
 async def run_load(

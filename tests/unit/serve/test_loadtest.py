@@ -10,7 +10,7 @@ from typing import Annotated
 
 import pandas as pd
 import pytest
-from fastapi import FastAPI, File, Form, Response, UploadFile
+from fastapi import FastAPI, File, Form, Request, Response, UploadFile
 from pydantic import ValidationError
 
 from mlkit.errors import ConfigError, DataError
@@ -28,6 +28,7 @@ from tests.threaded_server import serve_in_thread
 def _app() -> FastAPI:
     app = FastAPI()
     app.state.uploads = []
+    app.state.ports = []
 
     @app.get("/ok")
     async def ok(sleep_ms: float = 10.0) -> dict:
@@ -41,6 +42,13 @@ def _app() -> FastAPI:
             response.status_code = 503
             response.headers["Retry-After"] = "1"
             return {"ok": False}
+        return {"ok": True}
+
+    @app.get("/port")
+    async def port(request: Request) -> dict:
+        # Which client connection carried the request.
+        app.state.ports.append(request.client.port)
+        await asyncio.sleep(0.002)
         return {"ok": True}
 
     @app.get("/slow")
@@ -109,6 +117,20 @@ def test_open_loop_follows_the_seeded_poisson_schedule(server):
     assert timeline["sent"].sum() == report.requests
     assert (timeline["ok"] + timeline["errors"] == timeline["sent"]).all()
     assert (timeline["target"] == 50).all()
+
+
+def test_open_loop_reuses_a_few_kept_alive_connections(server):
+    url, app = server
+    app.state.ports.clear()
+    profile = LoadProfile(mode="open", rate=100, max_requests=60, duration_s=5, seed=1)
+
+    report = run_load_sync(url, profile, _get("/port"))
+
+    assert report.requests == report.ok == 60
+    # Requests that do not overlap share connections: far fewer connections
+    # than requests (taking the 256 slots in turn opened one per request).
+    assert len(app.state.ports) == 60
+    assert len(set(app.state.ports)) <= 12
 
 
 def test_open_loop_stops_at_max_requests():

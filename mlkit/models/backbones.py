@@ -8,11 +8,13 @@ on GPUs with tensor cores) and accept any input size from a few pixels up.
 
 from __future__ import annotations
 
+import copy
 import logging
 
 import torch
 from torch import nn
 from torch.nn import functional as F
+from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from mlkit.errors import ConfigError, DataError
 from mlkit.models.config import VisionConfig
@@ -160,6 +162,36 @@ class ResNet(Backbone):
 
 
 _ARCHS: dict[str, type[Backbone]] = {"small_cnn": SmallCNN, "resnet": ResNet}
+
+
+def fold_batch_norm(backbone: Backbone) -> Backbone:
+    """A copy of ``backbone`` for inference, each batch norm folded into its conv.
+
+    In eval mode a batch norm after a convolution is an affine map per
+    channel, so it can be merged into the convolution's weights and bias: one
+    pass over the feature map instead of two, with the same results up to
+    float rounding (the folded weights round differently in the last bits).
+    The copy is in eval mode and must not be trained: it has no batch norm
+    left to update. ``backbone`` itself is not changed.
+    """
+    folded = copy.deepcopy(backbone).eval()
+    for module in folded.modules():
+        if isinstance(module, BasicBlock):
+            module.conv1 = fuse_conv_bn_eval(module.conv1, module.bn1)
+            module.conv2 = fuse_conv_bn_eval(module.conv2, module.bn2)
+            module.bn1 = module.bn2 = nn.Identity()  # type: ignore[assignment]
+        if isinstance(module, nn.Sequential):
+            for i in range(len(module) - 1):
+                conv, norm = module[i], module[i + 1]
+                if isinstance(conv, nn.Conv2d) and isinstance(norm, nn.BatchNorm2d):
+                    module[i] = fuse_conv_bn_eval(conv, norm)
+                    module[i + 1] = nn.Identity()
+    left = [name for name, m in folded.named_modules() if isinstance(m, nn.BatchNorm2d)]
+    if left:
+        raise ConfigError(
+            f"fold_batch_norm: batch norms not after a convolution: {', '.join(left)}"
+        )
+    return folded
 
 
 def build_backbone(cfg: VisionConfig) -> Backbone:

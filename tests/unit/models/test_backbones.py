@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from mlkit.errors import ConfigError, DataError
-from mlkit.models.backbones import ResNet, SmallCNN, build_backbone
+from mlkit.models.backbones import ResNet, SmallCNN, build_backbone, fold_batch_norm
 from mlkit.models.config import VisionConfig
 
 
@@ -66,6 +66,48 @@ def test_channels_last_gives_the_same_features(arch):
     got = backbone(x.contiguous(memory_format=torch.channels_last))
 
     torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-5)
+
+
+def _trained_statistics(backbone: torch.nn.Module) -> None:
+    """Batch norms as after training: statistics and affine terms not 0 and 1."""
+    generator = torch.Generator().manual_seed(1)
+    for module in backbone.modules():
+        if isinstance(module, torch.nn.BatchNorm2d):
+            module.running_mean.normal_(0, 0.5, generator=generator)
+            module.running_var.uniform_(0.5, 2.0, generator=generator)
+            module.weight.data.uniform_(0.5, 1.5, generator=generator)
+            module.bias.data.normal_(0, 0.2, generator=generator)
+
+
+@pytest.mark.parametrize("arch", ["small_cnn", "resnet"])
+@pytest.mark.parametrize("stem_stride", [2, 4])
+def test_folding_batch_norm_keeps_the_features(arch, stem_stride):
+    torch.manual_seed(0)
+    cfg = VisionConfig(arch=arch, width=4, depth=3, blocks=2, stem_stride=stem_stride)
+    backbone = build_backbone(cfg)
+    _trained_statistics(backbone)
+    backbone.eval()
+    x = torch.randn(3, 3, 24, 24)
+    with torch.no_grad():
+        expected = backbone(x)
+        folded = fold_batch_norm(backbone)
+        got = folded(x)
+
+    torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-5)
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in folded.modules())
+    assert not folded.training
+    assert folded.out_dim == backbone.out_dim
+    # The original is untouched: still has its batch norms and its outputs.
+    assert any(isinstance(m, torch.nn.BatchNorm2d) for m in backbone.modules())
+    with torch.no_grad():
+        torch.testing.assert_close(backbone(x), expected, rtol=0, atol=0)
+
+
+def test_a_batch_norm_without_a_convolution_before_it_is_refused():
+    backbone = build_backbone(VisionConfig(arch="small_cnn", width=4, depth=2))
+    backbone.pool = torch.nn.Sequential(torch.nn.BatchNorm2d(16), backbone.pool)
+    with pytest.raises(ConfigError, match=r"not after a convolution: pool\.0"):
+        fold_batch_norm(backbone)
 
 
 def test_dropout_only_in_training():

@@ -3,9 +3,15 @@
 A web server awaits :meth:`MicroBatcher.submit` once per request. The batcher
 gathers the waiting items into batches of up to ``max_batch_size``, waiting at
 most ``max_wait_ms`` after the first item of a batch arrived, and runs
-``predict_batch`` on each batch in one dedicated worker thread, so the event
-loop keeps serving while the model computes and the model is never called from
-two threads at once. While one batch runs, the next one is being collected.
+``predict_batch`` on each batch in one of ``workers`` dedicated threads, so the
+event loop keeps serving while the model computes. While every worker is busy,
+the next batch is being collected.
+
+One worker calls the model from one thread only. Several workers run several
+batches at once, each on fewer torch threads: on a small machine that keeps
+every core busy where one batch on all cores would leave them waiting for each
+other (see ``ServeConfig.model_workers``). ``predict_batch`` must then be safe
+to call from several threads at once.
 
 The results are exactly what ``predict_batch([item])[0]`` would give for each
 item alone, provided ``predict_batch`` treats the items of a batch
@@ -49,7 +55,8 @@ class BatcherConfig(BaseModel):
     ``max_batch_size`` is the most items one ``predict_batch`` call receives;
     ``max_wait_ms`` is how long the first item of a batch may wait for others
     (0 sends whatever is queued at once); ``max_queue`` is how many items may
-    wait for a batch before new submissions are refused with QueueFull.
+    wait for a batch before new submissions are refused with QueueFull;
+    ``workers`` is how many batches may run at once, each in its own thread.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -57,6 +64,7 @@ class BatcherConfig(BaseModel):
     max_batch_size: int = Field(default=16, ge=1)
     max_wait_ms: float = Field(default=5.0, ge=0, allow_inf_nan=False)
     max_queue: int = Field(default=256, ge=1)
+    workers: int = Field(default=1, ge=1, le=64)
 
 
 def parse_batcher_config(
@@ -110,9 +118,9 @@ class MicroBatcher(Generic[In, Out]):
     """Runs ``predict_batch`` on batches of concurrently submitted items.
 
     ``predict_batch`` receives a list of items and must return a sequence with
-    exactly one result per item, in the same order. It runs in a single worker
-    thread owned by the batcher, so it may block (a torch forward pass) without
-    blocking the event loop.
+    exactly one result per item, in the same order. It runs in worker threads
+    owned by the batcher (``config.workers`` of them, one batch each), so it
+    may block (a torch forward pass) without blocking the event loop.
 
     Use it from one event loop: ``await start()``, then ``await submit(item)``
     from any number of tasks, then ``await drain(timeout_s)`` on shutdown.
@@ -131,11 +139,11 @@ class MicroBatcher(Generic[In, Out]):
         # Set whenever the collector may have something to do: an item arrived,
         # a batch finished or draining began.
         self._wake = asyncio.Event()
-        self._busy = False
         self._draining = False
         self._executor: ThreadPoolExecutor | None = None
         self._collector: asyncio.Task[None] | None = None
-        self._in_flight: asyncio.Task[None] | None = None
+        # The batches running now, one per busy worker.
+        self._in_flight: set[asyncio.Task[None]] = set()
 
         self._batches = 0
         self._items = 0
@@ -153,14 +161,16 @@ class MicroBatcher(Generic[In, Out]):
         if self._collector is not None:
             raise RuntimeError("MicroBatcher.start() was already called")
         self._executor = ThreadPoolExecutor(
-            max_workers=1, thread_name_prefix="mlkit-batcher"
+            max_workers=self.config.workers, thread_name_prefix="mlkit-batcher"
         )
         self._collector = asyncio.create_task(self._collect_forever())
         log.info(
-            "micro-batcher started: max_batch_size=%s max_wait_ms=%s max_queue=%s",
+            "micro-batcher started: max_batch_size=%s max_wait_ms=%s max_queue=%s "
+            "workers=%s",
             self.config.max_batch_size,
             self.config.max_wait_ms,
             self.config.max_queue,
+            self.config.workers,
         )
 
     async def submit(self, item: In) -> Out:
@@ -204,11 +214,11 @@ class MicroBatcher(Generic[In, Out]):
             raise TimeoutError(
                 f"the batcher did not drain within {timeout_s} s: "
                 f"{len(self._queue)} items queued, "
-                f"{'one batch' if self._busy else 'no batch'} running"
+                f"{len(self._in_flight)} batch(es) running"
             ) from None
 
         if self._executor is not None:
-            # The worker thread is idle by now, so this join is immediate.
+            # The worker threads are idle by now, so this join is immediate.
             self._executor.shutdown(wait=True)
             self._executor = None
             log.info(
@@ -231,14 +241,24 @@ class MicroBatcher(Generic[In, Out]):
         }
 
     def retry_after_s(self) -> float:
-        """Seconds until the queue has likely room: batches ahead x batch latency."""
+        """Seconds until the queue has likely room.
+
+        The batches ahead (queued and running), shared among the workers, times
+        the mean latency of recent batches.
+        """
         if self._recent_batch_s:
             batch_s = sum(self._recent_batch_s) / len(self._recent_batch_s)
         else:
             batch_s = self._max_wait_s
         batches_ahead = math.ceil(len(self._queue) / self.config.max_batch_size)
-        batches_ahead += int(self._busy)
-        return max(batches_ahead * batch_s, _MIN_RETRY_AFTER_S)
+        batches_ahead += len(self._in_flight)
+        rounds = math.ceil(batches_ahead / self.config.workers)
+        return max(rounds * batch_s, _MIN_RETRY_AFTER_S)
+
+    @property
+    def _busy(self) -> bool:
+        """Every worker runs a batch: a new batch would have to wait."""
+        return len(self._in_flight) >= self.config.workers
 
     def _take(self) -> _Pending[In, Out] | None:
         """The oldest queued item whose caller still waits, or None."""
@@ -269,8 +289,8 @@ class MicroBatcher(Generic[In, Out]):
                 batch.append(pending)
                 continue
 
-            # While the worker is busy the batch cannot run anyway, so keep
-            # filling it; once the worker is free, send it at the deadline.
+            # While every worker is busy the batch cannot run anyway, so keep
+            # filling it; once a worker is free, send it at the deadline.
             if self._busy:
                 timeout_s = None
             elif self._draining or time.perf_counter() >= deadline:
@@ -285,19 +305,29 @@ class MicroBatcher(Generic[In, Out]):
             while (batch := await self._collect()) is not None:
                 while self._busy:
                     await self._wait_wake(None)
-                self._busy = True
-                self._in_flight = asyncio.create_task(self._run(batch))
+                task = asyncio.create_task(self._run(batch))
+                self._in_flight.add(task)
+                task.add_done_callback(self._finished)
         finally:
             # Normally the queue is empty here; if the collector was cancelled
             # or failed, nobody would ever answer the callers still queued.
             self._draining = True
             while (pending := self._take()) is not None:
                 pending.future.cancel()
-            if self._in_flight is not None:
-                await self._in_flight
+            if self._in_flight:
+                await asyncio.gather(*self._in_flight, return_exceptions=True)
+
+    def _finished(self, task: asyncio.Task[None]) -> None:
+        """A worker is free again: let the collector send the next batch."""
+        self._in_flight.discard(task)
+        self._wake.set()
+        if not task.cancelled() and (exc := task.exception()) is not None:
+            # predict_batch's own errors reach the callers; this is the
+            # batcher's machinery failing (say, its thread pool shut down).
+            log.error("a batch could not run: %r", exc)
 
     async def _run(self, batch: list[_Pending[In, Out]]) -> None:
-        """Run one batch in the worker thread and hand each caller its result."""
+        """Run one batch in a worker thread and hand each caller its result."""
         loop = asyncio.get_running_loop()
         items = [pending.item for pending in batch]
         try:
@@ -308,9 +338,6 @@ class MicroBatcher(Generic[In, Out]):
             for pending in batch:
                 pending.future.cancel()
             raise
-        finally:
-            self._busy = False
-            self._wake.set()
 
         self._batches += 1
         self._items += len(batch)
@@ -328,7 +355,7 @@ class MicroBatcher(Generic[In, Out]):
                 pending.future.set_result(outcome[index])
 
     def _predict(self, items: list[In]) -> tuple[list[Out] | BaseException, float]:
-        """Call ``predict_batch`` (in the worker thread); never raises."""
+        """Call ``predict_batch`` (in a worker thread); never raises."""
         start = time.perf_counter()
         try:
             results = self._predict_batch(items)

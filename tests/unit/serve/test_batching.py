@@ -267,6 +267,96 @@ def test_event_loop_keeps_running_while_a_batch_computes():
     assert len(during) >= 5
 
 
+class Overlap:
+    """A predict_batch that records how many of its calls ever ran at once."""
+
+    def __init__(self, sleep_s: float) -> None:
+        self.sleep_s = sleep_s
+        self.lock = threading.Lock()
+        self.running = 0
+        self.most = 0
+        self.threads: set[str] = set()
+
+    def __call__(self, xs: list[int]) -> list[int]:
+        with self.lock:
+            self.running += 1
+            self.most = max(self.most, self.running)
+            self.threads.add(threading.current_thread().name)
+        time.sleep(self.sleep_s)
+        with self.lock:
+            self.running -= 1
+        return [x * 2 for x in xs]
+
+
+@pytest.mark.parametrize("workers", [1, 2, 3])
+def test_workers_bound_how_many_batches_run_at_once(workers):
+    overlap = Overlap(sleep_s=0.02)
+
+    async def main():
+        config = BatcherConfig(max_batch_size=2, max_wait_ms=0, workers=workers)
+        batcher = MicroBatcher(overlap, config)
+        await batcher.start()
+        results = await asyncio.gather(*(batcher.submit(i) for i in range(40)))
+        await batcher.drain(timeout_s=2)
+        return results, batcher.stats()
+
+    results, stats = asyncio.run(main())
+    assert results == [2 * i for i in range(40)]
+    assert stats["items"] == 40
+    assert overlap.most == workers
+    assert len(overlap.threads) == workers
+
+
+def test_several_workers_drain_every_running_batch():
+    release = threading.Event()
+    recorder = Recorder(release=release)
+
+    async def main():
+        config = BatcherConfig(max_batch_size=2, max_wait_ms=0, workers=2)
+        batcher = MicroBatcher(recorder, config)
+        await batcher.start()
+        queued = [asyncio.create_task(batcher.submit(i)) for i in range(9)]
+        await until(lambda: len(recorder.sizes) == 2)
+        # Two batches hold both workers; the rest waits in the queue.
+        retry_after = batcher.retry_after_s()
+        draining = asyncio.create_task(batcher.drain(timeout_s=2))
+        await asyncio.sleep(0.01)
+        assert not draining.done()
+        release.set()
+        await draining
+        return [task.result() for task in queued], retry_after
+
+    results, retry_after = asyncio.run(main())
+    assert results == [2 * i for i in range(9)]
+    assert sum(recorder.sizes) == 9
+    assert retry_after > 0
+
+
+def test_retry_after_shares_the_batches_ahead_among_the_workers():
+    async def main(workers: int) -> float:
+        release = threading.Event()
+        recorder = Recorder(release=release)
+        config = BatcherConfig(
+            max_batch_size=1, max_wait_ms=100, max_queue=100, workers=workers
+        )
+        batcher = MicroBatcher(recorder, config)
+        await batcher.start()
+        # One batch per worker runs, the collector holds the next one.
+        tasks = [asyncio.create_task(batcher.submit(i)) for i in range(9 + workers)]
+        await until(lambda: len(recorder.sizes) == workers)
+        await until(lambda: batcher.stats()["queue_depth"] == 8)
+        # No batch has finished yet, so a batch is assumed to take max_wait.
+        seconds = batcher.retry_after_s()
+        release.set()
+        await asyncio.gather(*tasks)
+        await batcher.drain(timeout_s=2)
+        return seconds
+
+    # Eight queued and one running per worker, max_wait 0.1 s per batch.
+    assert asyncio.run(main(1)) == pytest.approx(0.9)
+    assert asyncio.run(main(2)) == pytest.approx(0.5)
+
+
 def test_submit_before_start_is_an_error():
     batcher = MicroBatcher(double)
     with pytest.raises(RuntimeError, match="start"):
@@ -288,11 +378,12 @@ def test_start_twice_is_an_error():
 
 def test_config_defaults():
     config = BatcherConfig()
-    assert (config.max_batch_size, config.max_wait_ms, config.max_queue) == (
-        16,
-        5.0,
-        256,
-    )
+    assert (
+        config.max_batch_size,
+        config.max_wait_ms,
+        config.max_queue,
+        config.workers,
+    ) == (16, 5.0, 256, 1)
 
 
 @pytest.mark.parametrize(
@@ -302,6 +393,8 @@ def test_config_defaults():
         ({"max_wait_ms": -1}, "max_wait_ms"),
         ({"max_wait_ms": float("inf")}, "max_wait_ms"),
         ({"max_queue": 0}, "max_queue"),
+        ({"workers": 0}, "workers"),
+        ({"workers": 65}, "workers"),
         ({"max_queue_size": 10}, "max_queue_size: unknown key"),
     ],
 )

@@ -71,7 +71,9 @@ def _load_predictor(config: ServeConfig) -> Predictor:
             f"{config.model_dir}: the model's weights sha256 is {version}, but "
             f"this server was built to serve {expected}; refusing to serve it"
         )
-    return Predictor(loaded, block_size=config.block_size)
+    return Predictor(
+        loaded, block_size=config.block_size, max_rows=config.max_batch_size
+    )
 
 
 class Service:

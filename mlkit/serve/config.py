@@ -49,8 +49,9 @@ class ServeConfig(BaseModel):
 
     ``expected_model_sha256`` pins the weights: a container built for one gated
     model refuses to serve any other. ``decode_workers`` threads decode and
-    resize uploaded images in parallel; ``torch_threads`` is torch's intra-op
-    thread count (0: the number of CPUs this process may use).
+    resize uploaded images in parallel. ``model_workers`` batches run at once,
+    each on ``torch_threads`` of torch's intra-op threads; 0 derives them from
+    the number of CPUs this process may use (see :meth:`model_threads`).
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -68,11 +69,13 @@ class ServeConfig(BaseModel):
     # slower under load.
     max_wait_ms: float = Field(default=0.0, ge=0.0, le=1000.0, allow_inf_nan=False)
     max_queue: int = Field(default=256, ge=1, le=100_000)
-    # The model always runs on blocks of exactly this many items, zero-padded,
-    # so that an answer never depends on the batch it ran in (see
-    # mlkit.serve.predictor). Larger blocks use the CPU better under load and
-    # cost a lone request more; never more than max_batch_size.
-    model_block: int = Field(default=4, ge=1, le=64)
+    # An answer never depends on the batch it ran in (see
+    # mlkit.serve.predictor). 0: the batch sizes that agree bit for bit are
+    # found when the model loads, and batches run whole. A positive value runs
+    # the model on blocks of exactly that many items, zero-padded (never more
+    # than max_batch_size): exact by construction, but a lone request pays for
+    # a whole block.
+    model_block: int = Field(default=0, ge=0, le=64)
 
     # Limits on what a request may carry and how long it may take.
     max_upload_bytes: int = Field(default=10 * 1024 * 1024, ge=1024, le=256 << 20)
@@ -89,6 +92,11 @@ class ServeConfig(BaseModel):
     drain_timeout_s: float = Field(default=20.0, gt=0.0, le=3600.0)
 
     decode_workers: int = Field(default=2, ge=1, le=64)
+    # One batch per CPU, each on one torch thread, by default: measured with
+    # the serving benchmark on 2 cores, two single-threaded batches at once
+    # served more than one batch on two threads, whose threads wait for each
+    # other whenever the event loop or a decode thread takes a core.
+    model_workers: int = Field(default=0, ge=0, le=64)
     torch_threads: int = Field(default=0, ge=0, le=256)
     log_level: str = Field(default="info", pattern=r"^(debug|info|warning|error)$")
 
@@ -102,21 +110,44 @@ class ServeConfig(BaseModel):
         return self
 
     @property
-    def block_size(self) -> int:
-        """The model's block size: ``model_block``, at most ``max_batch_size``."""
+    def block_size(self) -> int | None:
+        """The fixed block size (``model_block``, at most ``max_batch_size``),
+        or None to choose the batch sizes when the model loads."""
+        if not self.model_block:
+            return None
         return min(self.model_block, self.max_batch_size)
+
+    def model_threads(self, cpus: int | None = None) -> tuple[int, int]:
+        """(model workers, torch threads per worker) on ``cpus`` CPUs.
+
+        ``cpus`` defaults to the CPUs this process may use. Unset (0) workers
+        are one per CPU; unset torch threads share the CPUs among the workers.
+        """
+        cpus = cpus or available_cpus()
+        workers = self.model_workers or cpus
+        threads = self.torch_threads or max(1, cpus // workers)
+        return workers, threads
 
     @property
     def max_body_bytes(self) -> int:
         """The largest request body accepted: one image as base64, plus slack."""
         return int(self.max_upload_bytes * _BASE64_RATIO) + _BODY_SLACK_BYTES
 
-    def batcher_config(self) -> dict[str, Any]:
+    def batcher_config(self, cpus: int | None = None) -> dict[str, Any]:
         return {
             "max_batch_size": self.max_batch_size,
             "max_wait_ms": self.max_wait_ms,
             "max_queue": self.max_queue,
+            "workers": self.model_threads(cpus)[0],
         }
+
+
+def available_cpus() -> int:
+    """How many CPUs this process may run on (its affinity, where known)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not on Linux
+        return os.cpu_count() or 1
 
 
 _THRESHOLD_FIELDS = tuple(Thresholds.model_fields)

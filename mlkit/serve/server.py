@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import signal
 import time
 from types import FrameType
@@ -68,20 +67,14 @@ class _DrainingServer(uvicorn.Server):
         self.should_exit = True
 
 
-def _cpu_count() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # pragma: no cover - not on Linux
-        return os.cpu_count() or 1
-
-
 def run_server(config: ServeConfig) -> None:
     """Serve until SIGTERM/SIGINT, then drain and return.
 
-    Sets torch's thread count for this process (``torch_threads``, 0 means
-    the CPUs this process may use).
+    Sets torch's intra-op thread count for this process: ``torch_threads``,
+    or the CPUs this process may use shared among the model workers.
     """
-    torch.set_num_threads(config.torch_threads or _cpu_count())
+    workers, threads = config.model_threads()
+    torch.set_num_threads(threads)
     app = create_app(config)
     uv_config = uvicorn.Config(
         app,
@@ -99,12 +92,15 @@ def run_server(config: ServeConfig) -> None:
     )
     server = _DrainingServer(uv_config, app.state.service)
     log.info(
-        "serving %s on http://%s:%s (batch <= %s, wait <= %s ms, queue <= %s)",
+        "serving %s on http://%s:%s (batch <= %s, wait <= %s ms, queue <= %s, "
+        "%s model worker(s) x %s torch thread(s))",
         config.model_dir,
         config.host,
         config.port,
         config.max_batch_size,
         config.max_wait_ms,
         config.max_queue,
+        workers,
+        threads,
     )
     server.run()

@@ -2,13 +2,22 @@
 
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 import pytest
 import torch
 
 from mlkit.models.transforms import load_image
 from mlkit.serve.config import Thresholds
-from mlkit.serve.predictor import EmbedJob, PredictJob, Predictor, decide
+from mlkit.serve.predictor import (
+    DEFAULT_BLOCK,
+    EmbedJob,
+    PredictJob,
+    Predictor,
+    decide,
+    exact_batch_sizes,
+)
 from mlkit.train.run import load_model
 
 TEXTS = ["itchy red patch", "", "dark irregular mole", "scaly plaque", "   "]
@@ -18,6 +27,15 @@ TEXTS = ["itchy red patch", "", "dark irregular mole", "scaly plaque", "   "]
 def predictor(tiny_model):
     result, _ = tiny_model
     return Predictor(load_model(result.model_dir), text_cache_size=64)
+
+
+def predictor_model(predictor):
+    """The loaded model behind ``predictor``, to build another predictor on."""
+    from mlkit.train.run import LoadedModel
+
+    return LoadedModel(
+        model=predictor.model, card=predictor.card, encoder=predictor.encoder
+    )
 
 
 @pytest.fixture(scope="module")
@@ -127,7 +145,109 @@ def test_any_block_size_keeps_answers_independent_of_batching(tiny_model, jobs, 
     assert [r.value for r in other.run_batch(jobs[3:8])] == alone[3:8]
 
 
-def test_block_size_must_be_positive(tiny_model):
+def test_block_size_and_max_rows_must_be_positive(tiny_model):
     result, _ = tiny_model
     with pytest.raises(ValueError, match="block_size"):
         Predictor(load_model(result.model_dir), block_size=0)
+    with pytest.raises(ValueError, match="max_rows"):
+        Predictor(load_model(result.model_dir), max_rows=0)
+
+
+def test_batch_sizes_are_chosen_when_the_predictor_is_built(predictor):
+    # Whichever range the check found on this machine, it is a range that
+    # ends at max_rows, or fixed blocks.
+    assert (predictor.min_rows, predictor.max_rows) in {
+        *((rows, 16) for rows in range(1, 17)),
+        (DEFAULT_BLOCK, DEFAULT_BLOCK),
+    }
+    fixed = Predictor(predictor_model(predictor), block_size=3)
+    assert (fixed.min_rows, fixed.max_rows) == (3, 3)
+
+
+def test_inputs_longer_than_max_rows_are_split(tiny_model, jobs):
+    result, _ = tiny_model
+    small = Predictor(load_model(result.model_dir), max_rows=3)
+    assert small.max_rows == 3
+    alone = [small.run_batch([job])[0].value for job in jobs]
+    assert [r.value for r in small.run_batch(jobs)] == alone
+    images = torch.stack([job.image for job in jobs])
+    embeddings = small.vision_embeddings(images)
+    assert embeddings.shape == (len(jobs), small.vision_dim)
+    torch.testing.assert_close(
+        embeddings[4], small.vision_embeddings(images[4:5])[0], rtol=0, atol=0
+    )
+
+
+class Rounding:
+    """A fake model whose answers shift with the batch size below ``exact_from``."""
+
+    def __init__(self, exact_from: int | None) -> None:
+        self.exact_from = exact_from
+        self.calls: list[int] = []
+
+    def __call__(self, rows: int) -> torch.Tensor:
+        self.calls.append(rows)
+        out = torch.arange(rows, dtype=torch.float32)
+        if self.exact_from is None or rows < self.exact_from:
+            out = out + rows * 1e-7
+        return out
+
+
+@pytest.mark.parametrize(
+    ("exact_from", "max_rows", "expected"),
+    [
+        (1, 16, 1),  # every size agrees
+        (2, 16, 2),  # only a batch of one rounds differently
+        (9, 16, 9),
+        (None, 16, None),  # every size differs: fixed blocks are needed
+        (1, 1, 1),  # one row: nothing to compare
+    ],
+)
+def test_exact_batch_sizes_finds_where_sizes_agree(exact_from, max_rows, expected):
+    fake = Rounding(exact_from)
+    assert exact_batch_sizes(fake, max_rows) == expected
+    # Tried from the largest size down, stopping at the first disagreement.
+    assert fake.calls[0] == max_rows
+    assert fake.calls == sorted(fake.calls, reverse=True)
+
+
+def test_a_model_that_rounds_by_batch_size_runs_on_fixed_blocks(tiny_model, jobs):
+    result, _ = tiny_model
+    loaded = load_model(result.model_dir)
+    backbone = loaded.model.backbone
+    original = backbone.forward
+
+    def rounding(images: torch.Tensor) -> torch.Tensor:
+        # Like a kernel whose rounding depends on the batch size.
+        return original(images) + len(images) * 1e-6
+
+    backbone.forward = rounding
+    other = Predictor(loaded, max_rows=8)
+    assert (other.min_rows, other.max_rows) == (DEFAULT_BLOCK, DEFAULT_BLOCK)
+    alone = [other.run_batch([job])[0].value for job in jobs]
+    assert [r.value for r in other.run_batch(jobs)] == alone
+
+
+def test_answers_from_several_threads_equal_answers_alone(predictor, jobs):
+    alone = [predictor.run_batch([job])[0].value for job in jobs]
+    answers: dict[int, list] = {}
+    failures: list[BaseException] = []
+    start = threading.Barrier(3)
+
+    def worker(index: int) -> None:
+        try:
+            start.wait()
+            rotated = jobs[index:] + jobs[:index]
+            for _ in range(3):
+                answers[index] = [r.value for r in predictor.run_batch(rotated)]
+        except BaseException as exc:  # reported below, in the test's thread
+            failures.append(exc)
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not failures
+    for index, values in answers.items():
+        assert values == alone[index:] + alone[:index]

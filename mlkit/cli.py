@@ -601,7 +601,12 @@ def pipeline_evidence(
 @click.option(
     "--drain-timeout-s", type=float, help="Longest drain after SIGTERM, in s."
 )
-@click.option("--torch-threads", type=int, help="torch threads (0: all CPUs).")
+@click.option("--model-workers", type=int, help="Batches run at once (0: one per CPU).")
+@click.option(
+    "--torch-threads",
+    type=int,
+    help="torch threads per model worker (0: the CPUs shared among the workers).",
+)
 @click.option("--decode-workers", type=int, help="Image decoding threads.")
 @click.option(
     "--expected-model-sha256", help="Refuse to serve weights with another sha256."

@@ -296,8 +296,11 @@ class ServeSettings(_Model):
 
     The bounds are the server's own (``mlkit.serve.config``), so that a value
     it would refuse at start-up is refused here, before anything is deployed.
-    ``torch_threads`` None means: the CPU limit rounded up (more threads than
-    the CPU limit only get throttled). ``extra`` holds any other server setting
+    ``model_workers`` None means one model worker per CPU of the limit
+    (rounded up), ``torch_threads`` None the CPUs shared among the workers:
+    the server's own defaults, but counted from the CPU limit, since a
+    container sees every CPU of its node (more threads than the limit only
+    get throttled). ``extra`` holds any other server setting
     by its field name (``min_confidence``, ``decode_workers``, ``log_level``);
     build_objects checks all of them with the server's validation.
     """
@@ -309,6 +312,7 @@ class ServeSettings(_Model):
     max_upload_bytes: int = Field(default=10 * 1024 * 1024, ge=1024, le=256 << 20)
     request_timeout_s: float = Field(default=30.0, gt=0, le=600, allow_inf_nan=False)
     drain_timeout_s: float = Field(default=20.0, gt=0, le=3600, allow_inf_nan=False)
+    model_workers: int | None = Field(default=None, ge=1, le=64)
     torch_threads: int | None = Field(default=None, ge=1, le=256)
     extra: dict[str, str | int | float] = Field(default_factory=dict)
 
@@ -509,11 +513,21 @@ class DeployConfig(_Model):
         return self.service_account.name or self.name
 
     @property
+    def cpus(self) -> int:
+        """The CPU limit rounded up: the CPUs the server plans its threads for."""
+        return max(1, math.ceil(parse_quantity(self.resources.limits.cpu)))
+
+    @property
+    def model_workers(self) -> int:
+        """The server's model workers: the setting, else one per CPU."""
+        return self.serve.model_workers or self.cpus
+
+    @property
     def torch_threads(self) -> int:
-        """The server's torch threads: the setting, else the CPU limit rounded up."""
+        """Torch threads per model worker: the setting, else the CPUs shared."""
         if self.serve.torch_threads is not None:
             return self.serve.torch_threads
-        return max(1, math.ceil(parse_quantity(self.resources.limits.cpu)))
+        return max(1, self.cpus // self.model_workers)
 
 
 def parse_deploy_config(

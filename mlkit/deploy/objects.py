@@ -112,6 +112,7 @@ def serve_environment(config: DeployConfig) -> dict[str, str]:
         "MAX_UPLOAD_BYTES": serve.max_upload_bytes,
         "REQUEST_TIMEOUT_S": serve.request_timeout_s,
         "DRAIN_TIMEOUT_S": serve.drain_timeout_s,
+        "MODEL_WORKERS": config.model_workers,
         "TORCH_THREADS": config.torch_threads,
         # The server refuses to serve weights with another sha256.
         "EXPECTED_MODEL_SHA256": config.model_sha256,

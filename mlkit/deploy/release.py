@@ -29,7 +29,7 @@ log = logging.getLogger(__name__)
 # The tag's code part when the checkout's commit is unknown (not a git checkout).
 _NO_COMMIT = "0000000"
 # Settings the local server takes from the command line, not from the pod's env.
-_LOCAL_OWN = ("MODEL_DIR", "HOST", "PORT", "TORCH_THREADS")
+_LOCAL_OWN = ("MODEL_DIR", "HOST", "PORT", "MODEL_WORKERS", "TORCH_THREADS")
 
 
 @dataclass
@@ -46,7 +46,7 @@ class Release:
     def local_settings(self) -> dict[str, str]:
         """The pod's server settings, for ``LocalServer(settings=...)``.
 
-        Host, port, model directory and thread count are the local machine's.
+        Host, port, model directory and threads are the local machine's.
         """
         prefix = "MLKIT_SERVE_"
         return {

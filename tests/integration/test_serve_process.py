@@ -37,7 +37,13 @@ def model_dir(tiny_model):
 @pytest.fixture(scope="module")
 def server(model_dir, tmp_path_factory):
     log = tmp_path_factory.mktemp("serve") / "server.log"
-    settings = {"max_upload_bytes": 256 * 1024, "max_image_pixels": 4_000_000}
+    settings = {
+        "max_upload_bytes": 256 * 1024,
+        "max_image_pixels": 4_000_000,
+        # Two batches at once on any machine, so that answers are compared
+        # across model workers too.
+        "model_workers": 2,
+    }
     with LocalServer(model_dir, settings=settings, log_file=log) as server:
         assert server.ready_after_s is not None and server.ready_after_s > 0
         yield server
@@ -224,6 +230,7 @@ def test_concurrent_answers_equal_sequential_answers(server, images):
     assert [answer(r) for r in responses] == sequential
     # They really were batched together.
     assert max(r.json()["timing_ms"]["batch_size"] for r in responses) > 1
+    assert "2 model worker(s)" in server.log_file.read_text(encoding="utf-8")
 
 
 def test_overload_sheds_with_retry_after(model_dir, images, tmp_path):

@@ -48,13 +48,14 @@ def test_defaults_follow_the_contract():
     assert c.service_account_name == "mlkit-serve"
 
 
-def test_torch_threads_follow_the_cpu_limit_unless_set():
-    assert config().torch_threads == 2
-    assert (
-        config(resources={"limits": {"cpu": "2500m", "memory": "2Gi"}}).torch_threads
-        == 3
-    )
-    assert config(serve={"torch_threads": 1}).torch_threads == 1
+def test_threads_follow_the_cpu_limit_unless_set():
+    # One single-threaded model worker per CPU of the limit, rounded up.
+    assert (config().model_workers, config().torch_threads) == (2, 1)
+    wide = config(resources={"limits": {"cpu": "2500m", "memory": "2Gi"}})
+    assert (wide.cpus, wide.model_workers, wide.torch_threads) == (3, 3, 1)
+    one = config(serve={"model_workers": 1})
+    assert (one.model_workers, one.torch_threads) == (1, 2)
+    assert config(serve={"torch_threads": 4}).torch_threads == 4
 
 
 @pytest.mark.parametrize(

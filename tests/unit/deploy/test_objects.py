@@ -273,7 +273,8 @@ def test_serve_settings_reach_the_pods_through_the_config_map():
     assert data["MLKIT_SERVE_MAX_QUEUE"] == "256"
     assert data["MLKIT_SERVE_DRAIN_TIMEOUT_S"] == "20"
     assert data["MLKIT_SERVE_PORT"] == "8080"
-    assert data["MLKIT_SERVE_TORCH_THREADS"] == "2"
+    assert data["MLKIT_SERVE_MODEL_WORKERS"] == "2"
+    assert data["MLKIT_SERVE_TORCH_THREADS"] == "1"
     assert all(isinstance(v, str) for v in data.values())
     assert container(objects)["envFrom"] == [{"configMapRef": {"name": "mlkit-serve"}}]
 

@@ -133,6 +133,27 @@ def test_open_loop_reuses_a_few_kept_alive_connections(server):
     assert len(set(app.state.ports)) <= 12
 
 
+def test_the_clients_share_one_tls_context(server, monkeypatch):
+    import ssl
+
+    url, _ = server
+    loads = []
+    original = ssl.SSLContext.load_verify_locations
+
+    def counted(self, *args, **kwargs):
+        loads.append(args or kwargs)
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(ssl.SSLContext, "load_verify_locations", counted)
+    profile = LoadProfile(mode="open", rate=50, max_requests=5, max_connections=64)
+
+    report = run_load_sync(url, profile, _get("/ok?sleep_ms=1"))
+
+    assert report.ok == 5
+    # Sixteen pooled clients; the CA bundle is read once, not once per client.
+    assert len(loads) == 1
+
+
 def test_open_loop_stops_at_max_requests():
     profile = LoadProfile(mode="open", rate=200, max_requests=25, duration_s=10)
     assert len(arrival_times(profile)) == 25

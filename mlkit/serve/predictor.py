@@ -319,8 +319,9 @@ def _for_inference(backbone: torch.nn.Module) -> torch.nn.Module:
     """The backbone as the server runs it: batch norms folded, channels last.
 
     Both only change how the same function is computed: measured with the
-    serving benchmark's ``--batch-costs`` on 2 cores, the ``full`` config's
-    backbone took about a fifth less time per image. The answers differ from
+    serving benchmark's ``--batch-costs``, the ``full`` config's backbone on
+    one torch thread (a model worker's) took about a fifth less time per image
+    at batch sizes 2 to 16. The answers differ from
     the training code's in the last bits only; the server's own answers stay
     independent of batching (see ``_in_blocks``).
     """

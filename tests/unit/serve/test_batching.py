@@ -48,17 +48,23 @@ async def until(condition, timeout_s: float = 2.0) -> None:
         await asyncio.sleep(0.001)
 
 
-def test_results_equal_one_at_a_time_results():
-    numbers = [random.Random(i).uniform(-1e6, 1e6) for i in range(100)]
+def submit_all(predict, config: BatcherConfig, items: list) -> tuple[list, dict]:
+    """Submit every item at once to a new batcher: the results and its stats."""
 
     async def main():
-        batcher = MicroBatcher(double, BatcherConfig(max_batch_size=8))
+        batcher = MicroBatcher(predict, config)
         await batcher.start()
-        results = await asyncio.gather(*(batcher.submit(x) for x in numbers))
+        results = await asyncio.gather(*(batcher.submit(x) for x in items))
         await batcher.drain(timeout_s=2)
         return results, batcher.stats()
 
-    results, stats = asyncio.run(main())
+    return asyncio.run(main())
+
+
+def test_results_equal_one_at_a_time_results():
+    numbers = [random.Random(i).uniform(-1e6, 1e6) for i in range(100)]
+
+    results, stats = submit_all(double, BatcherConfig(max_batch_size=8), numbers)
     assert results == [double([x])[0] for x in numbers]
     assert stats["items"] == 100
     assert stats["batches"] < 100
@@ -67,15 +73,8 @@ def test_results_equal_one_at_a_time_results():
 def test_batches_form_under_load_and_respect_max_batch_size():
     recorder = Recorder(sleep_s=0.02)
 
-    async def main():
-        config = BatcherConfig(max_batch_size=8, max_wait_ms=5)
-        batcher = MicroBatcher(recorder, config)
-        await batcher.start()
-        results = await asyncio.gather(*(batcher.submit(i) for i in range(50)))
-        await batcher.drain(timeout_s=2)
-        return results, batcher.stats()
-
-    results, stats = asyncio.run(main())
+    config = BatcherConfig(max_batch_size=8, max_wait_ms=5)
+    results, stats = submit_all(recorder, config, list(range(50)))
     assert results == [2 * i for i in range(50)]
     assert max(recorder.sizes) > 1
     assert max(recorder.sizes) <= 8
@@ -292,15 +291,8 @@ class Overlap:
 def test_workers_bound_how_many_batches_run_at_once(workers):
     overlap = Overlap(sleep_s=0.02)
 
-    async def main():
-        config = BatcherConfig(max_batch_size=2, max_wait_ms=0, workers=workers)
-        batcher = MicroBatcher(overlap, config)
-        await batcher.start()
-        results = await asyncio.gather(*(batcher.submit(i) for i in range(40)))
-        await batcher.drain(timeout_s=2)
-        return results, batcher.stats()
-
-    results, stats = asyncio.run(main())
+    config = BatcherConfig(max_batch_size=2, max_wait_ms=0, workers=workers)
+    results, stats = submit_all(overlap, config, list(range(40)))
     assert results == [2 * i for i in range(40)]
     assert stats["items"] == 40
     assert overlap.most == workers

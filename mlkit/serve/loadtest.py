@@ -8,13 +8,17 @@ whether or not the service keeps up. Either level can follow a ramp. A
 dataset images. :func:`run_load` sends the requests and returns a
 :class:`LoadReport` in which every response status and every exception is
 counted; nothing is retried or dropped.
+
+Requests are described with the keyword arguments of ``httpx`` (``json``,
+``files``, ``data`` ...), which httpx encodes, and sent with aiohttp, whose
+HTTP parser is written in C: the generator usually shares the machine with
+the service it measures, and per request it needs about a quarter of the CPU
+that httpx's own client does (see ``benchmarks/bench_serve.py``).
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import heapq
 import logging
 import math
 import mimetypes
@@ -26,9 +30,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+import aiohttp
 import httpx
 import numpy as np
 import pandas as pd
+import yarl
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -76,14 +82,15 @@ DEFAULT_OPEN_CONNECTIONS = 100
 
 # How often an idle closed-loop worker checks whether the ramp has reached it.
 _IDLE_POLL_S = 0.01
-# Connections per httpx client; see run_load.
-_CONNECTIONS_PER_CLIENT = 4
+# Headers that the transport sets itself from the URL and the body.
+_TRANSPORT_HEADERS = frozenset({"host", "content-length", "transfer-encoding"})
 
 Payload = Callable[[int], Mapping[str, Any]]
-"""Builds request ``i`` as keyword arguments of ``httpx.AsyncClient.request``.
+"""Builds request ``i`` as keyword arguments of ``httpx.Request``.
 
 It must give ``method`` and ``url`` (a path such as ``"/v1/predict"``, joined to
-the base URL) and may give ``json``, ``files``, ``data``, ``params``, ``headers``.
+the base URL) and may give ``json``, ``files``, ``data``, ``content``,
+``params``, ``headers``.
 """
 
 
@@ -320,7 +327,18 @@ def _check_path(url: object, *, source: str) -> None:
         )
 
 
-def _build_request(payload: Payload, i: int) -> dict[str, Any]:
+@dataclass(frozen=True)
+class _Encoded:
+    """A request ready for the wire: method, absolute URL, headers, body."""
+
+    method: str
+    url: yarl.URL
+    headers: dict[str, str]
+    body: bytes
+
+
+def _build_request(payload: Payload, i: int, base_url: str) -> _Encoded:
+    """Request ``i`` of ``payload``, encoded by httpx's request model."""
     request = payload(i)
     if not isinstance(request, Mapping) or not {"method", "url"} <= request.keys():
         raise ConfigError(
@@ -328,7 +346,32 @@ def _build_request(payload: Payload, i: int) -> dict[str, Any]:
             f"{request!r:.200}"
         )
     _check_path(request["url"], source=f"payload({i})")
-    return dict(request)
+    fields = dict(request)
+    method, path = fields.pop("method"), fields.pop("url")
+    try:
+        built = httpx.Request(method, base_url + path, **fields)
+    except TypeError as exc:
+        raise ConfigError(
+            f"payload({i}) has keys that an HTTP request does not take: {exc}"
+        ) from None
+    headers = {
+        k: v for k, v in built.headers.items() if k.lower() not in _TRANSPORT_HEADERS
+    }
+    return _Encoded(
+        built.method, yarl.URL(str(built.url), encoded=True), headers, built.read()
+    )
+
+
+def _error_name(exc: BaseException) -> str:
+    """A stable name for a failed request's exception, as the report counts it."""
+    if isinstance(exc, aiohttp.ClientConnectorError | aiohttp.ConnectionTimeoutError):
+        return "ConnectError"
+    if isinstance(exc, TimeoutError):
+        # The whole request took longer than the profile's timeout_s.
+        return "Timeout"
+    if isinstance(exc, aiohttp.ServerDisconnectedError):
+        return "ServerDisconnected"
+    return type(exc).__name__
 
 
 @dataclass(frozen=True)
@@ -337,7 +380,10 @@ class RequestRecord:
 
     ``start_s`` is seconds from the start of the run; ``status`` is None when
     no response came back; ``error`` is None for a 2xx response, otherwise
-    "HTTP <status>" or the exception's class name, e.g. "ReadTimeout".
+    "HTTP <status>", or for a transport failure "ConnectError" (refused or
+    unreachable), "Timeout" (no complete answer within the profile's
+    ``timeout_s``), "ServerDisconnected" (the server closed the connection
+    before answering) or the exception's class name.
     """
 
     index: int
@@ -500,9 +546,12 @@ def _busy_seconds(frame: pd.DataFrame, edges: np.ndarray) -> np.ndarray:
 class _Run:
     """The shared state of one run: clock, counter and records."""
 
-    def __init__(self, clients: list[httpx.AsyncClient], profile: LoadProfile) -> None:
-        self.clients = clients
+    def __init__(
+        self, session: aiohttp.ClientSession, profile: LoadProfile, base_url: str
+    ) -> None:
+        self.session = session
         self.profile = profile
+        self.base_url = base_url
         self.records: list[RequestRecord] = []
         self.claimed = 0
         self.t0 = time.perf_counter()
@@ -522,19 +571,24 @@ class _Run:
         self.claimed += 1
         return self.claimed - 1
 
-    async def send(self, index: int, request: dict[str, Any], slot: int) -> None:
+    def build(self, payload: Payload, index: int) -> _Encoded:
+        return _build_request(payload, index, self.base_url)
+
+    async def send(self, index: int, request: _Encoded) -> None:
         # No retries: a 503 with Retry-After is counted as an error, so the
         # report shows the load the service shed.
         start = time.perf_counter()
         status: int | None = None
         try:
-            client = self.clients[slot // _CONNECTIONS_PER_CLIENT]
-            response = await client.request(**request)
-        except httpx.HTTPError as exc:
-            error: str | None = type(exc).__name__
+            async with self.session.request(
+                request.method, request.url, headers=request.headers, data=request.body
+            ) as response:
+                await response.read()
+                status = response.status
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            error: str | None = _error_name(exc)
         else:
-            status = response.status_code
-            error = None if response.is_success else f"HTTP {status}"
+            error = None if 200 <= status < 300 else f"HTTP {status}"
         latency_ms = (time.perf_counter() - start) * 1000.0
         self.records.append(
             RequestRecord(index, start - self.t0, latency_ms, status, error)
@@ -550,7 +604,7 @@ async def _closed_loop(run: _Run, payload: Payload) -> None:
             index = run.claim()
             if index is None:
                 return
-            await run.send(index, _build_request(payload, index), rank)
+            await run.send(index, run.build(payload, index))
 
     async with asyncio.TaskGroup() as group:
         for rank in range(run.profile.pool_size):
@@ -560,31 +614,14 @@ async def _closed_loop(run: _Run, payload: Payload) -> None:
 async def _open_loop(run: _Run, payload: Payload) -> None:
     # Limitation: the schedule is followed by one event loop; if building a
     # request or a busy loop delays a start, later starts keep their planned
-    # times but that one request starts late.
-    #
-    # Each arrival takes the lowest free connection slot, so at a modest rate
-    # the same few kept-alive connections carry every request. Taking slots in
-    # turn instead would leave each connection idle long enough for the server
-    # to close it, and a new connection per request measures TCP setup.
-    size = run.profile.pool_size
-    free = list(range(size))
-
-    async def send(index: int, request: dict[str, Any]) -> None:
-        # With every slot busy, the request queues in a client's pool.
-        owned = bool(free)
-        slot = heapq.heappop(free) if owned else index % size
-        try:
-            await run.send(index, request, slot)
-        finally:
-            if owned:
-                heapq.heappush(free, slot)
-
+    # times but that one request starts late. With every connection busy, a
+    # request waits in the pool for one; its latency counts the wait.
     async with asyncio.TaskGroup() as group:
         for index, planned in enumerate(_arrivals(run.profile)):
             delay = planned - run.now()
             if delay > 0:
                 await asyncio.sleep(delay)
-            group.create_task(send(index, _build_request(payload, index)))
+            group.create_task(run.send(index, run.build(payload, index)))
 
 
 async def run_load(
@@ -595,8 +632,9 @@ async def run_load(
     """Send the load that ``profile`` describes to ``base_url``.
 
     Every request is recorded: a non-2xx status as "HTTP <status>", a transport
-    failure (timeout, refused connection) as its exception class. A payload that
-    returns a malformed request raises ConfigError and ends the run.
+    failure (timeout, refused connection) by name (see :class:`RequestRecord`).
+    A payload that returns a malformed request raises ConfigError and ends the
+    run.
     """
     profile = parse_load_profile(profile)
     size = profile.pool_size
@@ -607,33 +645,20 @@ async def run_load(
         profile.peak_level,
         size,
     )
-
-    # trust_env=False: a proxy from the environment would be measured instead
-    # of the service.
-    # One client per few connections: a single httpx pool slows down sharply
-    # as it grows (at 64 connections it served a tenth of the requests per
-    # second that 16 pools of 4 did), and the generator must not be the
-    # bottleneck it measures.
-    # One TLS context for all the clients: each client would otherwise load
-    # the CA bundle itself (about 20 ms of CPU each, even for http URLs).
-    tls = httpx.create_ssl_context(trust_env=False)
-    async with contextlib.AsyncExitStack() as stack:
-        clients = [
-            await stack.enter_async_context(
-                httpx.AsyncClient(
-                    base_url=base_url,
-                    timeout=httpx.Timeout(profile.timeout_s),
-                    limits=httpx.Limits(
-                        max_connections=_CONNECTIONS_PER_CLIENT,
-                        max_keepalive_connections=_CONNECTIONS_PER_CLIENT,
-                    ),
-                    verify=tls,
-                    trust_env=False,
-                )
-            )
-            for _ in range(math.ceil(size / _CONNECTIONS_PER_CLIENT))
-        ]
-        run = _Run(clients, profile)
+    # One pool of at most `size` connections. The pool hands out the most
+    # recently freed connection first, so at a modest open-loop rate the same
+    # few kept-alive connections carry every request (a fresh connection per
+    # request would measure TCP setup). No proxy from the environment
+    # (trust_env=False), or the proxy would be measured instead.
+    connector = aiohttp.TCPConnector(limit=size, limit_per_host=size)
+    session = aiohttp.ClientSession(
+        connector=connector,
+        timeout=aiohttp.ClientTimeout(total=profile.timeout_s),
+        trust_env=False,
+        auto_decompress=False,
+    )
+    async with session:
+        run = _Run(session, profile, base_url.rstrip("/"))
         loop = _closed_loop if profile.mode == "closed" else _open_loop
         try:
             await loop(run, payload)

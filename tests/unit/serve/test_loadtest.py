@@ -6,6 +6,7 @@ import asyncio
 import json
 import math
 import socket
+import threading
 from typing import Annotated
 
 import pandas as pd
@@ -29,6 +30,7 @@ def _app() -> FastAPI:
     app = FastAPI()
     app.state.uploads = []
     app.state.ports = []
+    app.state.echoes = []
 
     @app.get("/ok")
     async def ok(sleep_ms: float = 10.0) -> dict:
@@ -49,6 +51,18 @@ def _app() -> FastAPI:
         # Which client connection carried the request.
         app.state.ports.append(request.client.port)
         await asyncio.sleep(0.002)
+        return {"ok": True}
+
+    @app.post("/echo")
+    async def echo(request: Request) -> dict:
+        app.state.echoes.append(
+            (
+                dict(request.query_params),
+                await request.json(),
+                request.headers.get("x-trace"),
+                request.headers.get("content-type"),
+            )
+        )
         return {"ok": True}
 
     @app.get("/slow")
@@ -133,25 +147,32 @@ def test_open_loop_reuses_a_few_kept_alive_connections(server):
     assert len(set(app.state.ports)) <= 12
 
 
-def test_the_clients_share_one_tls_context(server, monkeypatch):
-    import ssl
+def test_payloads_use_httpx_request_arguments(server):
+    url, app = server
+    app.state.ports.clear()
+    report = run_load_sync(
+        url,
+        {"concurrency": 1, "max_requests": 2},
+        lambda i: {
+            "method": "POST",
+            "url": "/echo",
+            "params": {"i": i, "q": "a b&c"},
+            "json": {"n": i, "text": "é"},
+            "headers": {"X-Trace": f"t{i}"},
+        },
+    )
+    assert report.ok == 2
+    assert app.state.echoes == [
+        ({"i": "0", "q": "a b&c"}, {"n": 0, "text": "é"}, "t0", "application/json"),
+        ({"i": "1", "q": "a b&c"}, {"n": 1, "text": "é"}, "t1", "application/json"),
+    ]
 
-    url, _ = server
-    loads = []
-    original = ssl.SSLContext.load_verify_locations
-
-    def counted(self, *args, **kwargs):
-        loads.append(args or kwargs)
-        return original(self, *args, **kwargs)
-
-    monkeypatch.setattr(ssl.SSLContext, "load_verify_locations", counted)
-    profile = LoadProfile(mode="open", rate=50, max_requests=5, max_connections=64)
-
-    report = run_load_sync(url, profile, _get("/ok?sleep_ms=1"))
-
-    assert report.ok == 5
-    # Sixteen pooled clients; the CA bundle is read once, not once per client.
-    assert len(loads) == 1
+    with pytest.raises(ConfigError, match="payload\\(0\\) has keys that an HTTP"):
+        run_load_sync(
+            url,
+            {"concurrency": 1, "max_requests": 1},
+            lambda i: {"method": "GET", "url": "/ok", "jsn": {}},
+        )
 
 
 def test_open_loop_stops_at_max_requests():
@@ -174,7 +195,7 @@ def test_error_statuses_and_exceptions_are_counted(server):
     timeouts = run_load_sync(
         url, {"concurrency": 2, "max_requests": 2, "timeout_s": 0.1}, _get("/slow")
     )
-    assert timeouts.errors == {"ReadTimeout": 2}
+    assert timeouts.errors == {"Timeout": 2}
     assert timeouts.ok == 0 and math.isnan(timeouts.p50_ms)
     assert timeouts.to_dict()["p99_ms"] is None
     frame = timeouts.requests_frame()
@@ -191,6 +212,34 @@ def test_refused_connections_are_counted():
     )
     assert report.errors == {"ConnectError": 3}
     assert report.throughput == 0
+
+
+def test_connections_closed_without_an_answer_are_counted():
+    # A server that reads each request and hangs up without answering.
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.settimeout(0.1)
+    port = listener.getsockname()[1]
+    done = threading.Event()
+
+    def hang_up() -> None:
+        with listener:
+            while not done.is_set():
+                try:
+                    conn, _ = listener.accept()
+                except TimeoutError:
+                    continue
+                with conn:
+                    conn.recv(65536)
+
+    thread = threading.Thread(target=hang_up, daemon=True)
+    thread.start()
+    report = run_load_sync(
+        f"http://127.0.0.1:{port}", {"concurrency": 1, "max_requests": 2}, _get("/")
+    )
+    done.set()
+    thread.join(timeout=10)
+    assert report.errors == {"ServerDisconnected": 2}
+    assert report.requests_frame()["status"].isna().all()
 
 
 def test_percentiles_are_ordered_and_exports_are_complete(server, tmp_path):

@@ -79,8 +79,11 @@ class Predictor:
     is exact by construction. Without it, the backbone is tried on random
     inputs at every batch size up to ``max_rows`` when the predictor is built
     (:func:`exact_batch_sizes`): from the smallest size on which every larger
-    one agrees bit for bit, whole batches run unsplit; when no range of sizes
-    agrees, blocks of ``DEFAULT_BLOCK`` rows are used. The classifier head is
+    one agrees bit for bit, whole batches run unsplit. Smaller batches are
+    padded only inside the layers that round differently for them, when that
+    makes every size agree (``padded_layers``, see ``_pad_small_batches``),
+    and as a whole otherwise. When no range of sizes agrees, blocks of
+    ``DEFAULT_BLOCK`` rows are used. The classifier head is
     cheap next to the backbone and always runs on fixed blocks of
     ``max_rows``.
 
@@ -119,6 +122,8 @@ class Predictor:
         # Guards the cache and the encoder (a tokenizer may keep state
         # between calls); text encoding is a small part of a batch's time.
         self._text_lock = threading.Lock()
+        # Layers of the served backbone that pad small batches themselves.
+        self.padded_layers: tuple[str, ...] = ()
         self.head_rows = block_size or max_rows
         if block_size is not None:
             self.min_rows = self.max_rows = block_size
@@ -147,15 +152,55 @@ class Predictor:
                 rows,
             )
             return rows, rows
+        exact_from = smallest
+        if smallest > 1 and self._pad_small_batches(backbone, images, smallest):
+            smallest = 1
+        how = "run whole" if smallest == 1 else f"are padded to at least {smallest}"
+        if self.padded_layers:
+            how += (
+                f"; below {exact_from} rows, only "
+                f"{', '.join(self.padded_layers)} pad their input"
+            )
         log.info(
             "backbone batch sizes %s to %s give identical answers (checked in "
-            "%.2f s): batches run whole, padded to at least %s rows",
+            "%.2f s): batches %s",
             smallest,
             max_rows,
             time.perf_counter() - started,
-            smallest,
+            how,
         )
         return smallest, max_rows
+
+    def _pad_small_batches(
+        self,
+        backbone: Callable[[int], torch.Tensor],
+        images: torch.Tensor,
+        smallest: int,
+    ) -> bool:
+        """Pad only the layers that round differently below ``smallest`` rows.
+
+        Padding a small batch to ``smallest`` rows costs a whole backbone pass
+        per padded row. Usually only a few layers change their kernel for
+        small batches (for the ``full`` ResNet on oneDNN: the three
+        convolutions of the last stage, at a batch of one), so those layers
+        get wrapped in :class:`_AtLeastRows` instead. Kept only when every
+        batch size from 1 then agrees bit for bit with the largest; otherwise
+        the wrappers are removed again and False is returned.
+        """
+        assert self._vision is not None
+        wrapped = _wrap_small_batch_layers(
+            self._vision, lambda: backbone(smallest), smallest
+        )
+        reference = backbone(len(images))
+        if wrapped and all(
+            torch.equal(backbone(rows), reference[:rows]) for rows in range(1, smallest)
+        ):
+            self.padded_layers = tuple(wrapped)
+            return True
+        for name in wrapped:
+            layer = self._vision.get_submodule(name)
+            self._vision.set_submodule(name, layer.module)
+        return False
 
     def _head(
         self,
@@ -184,6 +229,8 @@ class Predictor:
             "vision_embedding_dim": self.vision_dim,
             "text_encoder": self.card["text_encoder"]["id"],
             "text_embedding_dim": self.text_dim,
+            "backbone_rows": {"min": self.min_rows, "max": self.max_rows},
+            "padded_layers": list(self.padded_layers),
         }
 
     def run_batch(self, jobs: list[PredictJob | EmbedJob]) -> list[JobResult]:
@@ -383,6 +430,77 @@ def _in_blocks(
         ]
         blocks.append(fn(*padded)[:size])
     return torch.cat(blocks)
+
+
+_BATCHED_LAYERS = (torch.nn.Conv2d, torch.nn.Linear)
+
+
+class _AtLeastRows(torch.nn.Module):
+    """``module`` on at least ``rows`` rows: a smaller batch is zero-padded, then cut.
+
+    Rows are independent in eval mode, so the padding changes no real row;
+    it only makes the kernels take the code path they take for ``rows``.
+    """
+
+    def __init__(self, module: torch.nn.Module, rows: int) -> None:
+        super().__init__()
+        self.module = module
+        self.rows = rows
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        n = len(x)
+        if n >= self.rows:
+            return self.module(x)
+        padded = _pad(x, self.rows)
+        if x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last):
+            padded = padded.contiguous(memory_format=torch.channels_last)
+        return self.module(padded)[:n]
+
+    def extra_repr(self) -> str:
+        return f"rows={self.rows}"
+
+
+def _wrap_small_batch_layers(
+    model: torch.nn.Module, run: Callable[[], torch.Tensor], rows: int
+) -> list[str]:
+    """Wrap each layer whose answer for fewer than ``rows`` rows differs.
+
+    ``run()`` must call ``model`` on a batch of ``rows`` rows; each
+    convolution and linear layer's input and output in that call are
+    recorded, and the layer is tried on the first 1 .. rows-1 of those inputs.
+    A layer that disagrees with its own output in any last bit is replaced by
+    ``_AtLeastRows(layer, rows)``. Returns the names of the wrapped layers.
+    """
+    seen: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+    layers = {
+        name: layer
+        for name, layer in model.named_modules()
+        if isinstance(layer, _BATCHED_LAYERS)
+    }
+
+    def recorder(name: str) -> Callable[..., None]:
+        def record(_: torch.nn.Module, args: tuple[Any, ...], out: Any) -> None:
+            # Copies: later in-place ops (a ReLU, a residual sum) may change them.
+            seen[name] = (args[0].clone(), out.clone())
+
+        return record
+
+    hooks = [layer.register_forward_hook(recorder(n)) for n, layer in layers.items()]
+    try:
+        run()
+    finally:
+        for hook in hooks:
+            hook.remove()
+    wrapped = []
+    with torch.inference_mode():
+        for name, (inputs, outputs) in seen.items():
+            layer = layers[name]
+            if any(
+                not torch.equal(layer(inputs[:n]), outputs[:n]) for n in range(1, rows)
+            ):
+                model.set_submodule(name, _AtLeastRows(layer, rows))
+                wrapped.append(name)
+    return wrapped
 
 
 def _pad(tensor: torch.Tensor, block: int) -> torch.Tensor:

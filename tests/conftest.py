@@ -118,3 +118,22 @@ def tiny_pipeline(tmp_path_factory):
         min_macro_f1=0.0,
     )
     return root, summary
+
+
+# `make test` runs the suite in two pytest-xdist workers. Each test file goes to
+# one worker as a whole (its module fixtures are built once), and the files that
+# share the tiny pipeline go to the same worker, so the pipeline runs once.
+_PIPELINE_FILES = {"test_pipeline.py", "test_site.py"}
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config, log):
+    from xdist.scheduler import LoadScopeScheduling
+
+    class _ByFile(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            path = nodeid.split("::", 1)[0]
+            shared = path.rsplit("/", 1)[-1] in _PIPELINE_FILES
+            return "tiny_pipeline" if shared else path
+
+    return _ByFile(config, log)

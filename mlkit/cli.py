@@ -609,6 +609,9 @@ def pipeline_evidence(
 )
 @click.option("--decode-workers", type=int, help="Image decoding threads.")
 @click.option(
+    "--malloc-arenas", type=int, help="glibc malloc arenas (0: glibc's default)."
+)
+@click.option(
     "--expected-model-sha256", help="Refuse to serve weights with another sha256."
 )
 def serve_cmd(**flags: object) -> None:
@@ -618,9 +621,14 @@ def serve_cmd(**flags: object) -> None:
     (e.g. MLKIT_SERVE_MAX_BATCH_SIZE); a flag wins over the environment.
     """
     from mlkit.serve.config import load_serve_config
-    from mlkit.serve.server import run_server
+    from mlkit.serve.malloc import limit_malloc_arenas
 
     config = load_serve_config(flags)
+    # Before torch and the server are imported, so that no thread has its
+    # own arena yet.
+    limit_malloc_arenas(config.malloc_arenas)
+    from mlkit.serve.server import run_server
+
     run_server(config)
 
 

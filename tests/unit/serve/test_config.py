@@ -54,6 +54,7 @@ def test_unknown_environment_variable_is_named():
         ({"log_level": "chatty"}, "log_level"),
         ({"model_workers": "-1"}, "model_workers"),
         ({"model_block": "65"}, "model_block"),
+        ({"malloc_arenas": "-1"}, "malloc_arenas"),
     ],
 )
 def test_bad_values_name_the_setting(settings, field):

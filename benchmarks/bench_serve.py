@@ -16,7 +16,11 @@ Goals (issue: inference service), all measured in one run with the same model:
   and with one worker on all cores; the faster counts;
 - at half of capacity (an open loop with Poisson arrivals at half the best
   micro-batched throughput) the p95 latency is at most 2x the single-request
-  latency (p50 at concurrency 1);
+  latency (p50 at concurrency 1). Beside it: the p95 an ideal server with
+  the same batch costs would reach (``mlkit.serve.queueing``: a simulation
+  of the batcher's discipline with no CPU spent outside batches), and the
+  highest rate at which that ideal server still meets the goal, to tell
+  what the random arrivals alone cost from the server's own overhead;
 - one server process with the default model stays under 1 GiB resident
   (VmRSS after loading, VmHWM after the load).
 
@@ -73,6 +77,7 @@ from mlkit.data.synthetic import SynthConfig, generate
 from mlkit.serve.config import IMAGE_FORMATS, ServeConfig
 from mlkit.serve.loadtest import LoadReport, Payload, image_payloads, run_load_sync
 from mlkit.serve.process import LocalServer
+from mlkit.serve.queueing import BatchCost, SimulatedLatency, simulate
 
 RESULTS = Path(__file__).resolve().parent / "results"
 GOAL_BATCHING_SPEEDUP = 3.0
@@ -611,11 +616,13 @@ def naive_and_batched(
             label="(b) unique texts, no cache",
         )
         memory_after = proc_memory(server.pid)
+    limit = queueing_limit(batched, open_row["level"], defaults)
     return {
         **result,
         "batched": batched,
         "capacity_rps": capacity,
         "open_loop": open_row,
+        "queueing_limit": limit,
         "text_cache_misses": misses,
         "memory": {
             "rss_after_load_bytes": memory_loaded["VmRSS"],
@@ -629,6 +636,70 @@ def naive_and_batched(
             "torch_threads": defaults.model_threads()[1],
         },
     }
+
+
+def queueing_limit(
+    batched: Sequence[Mapping[str, Any]], rate: float, defaults: ServeConfig
+) -> dict[str, Any]:
+    """The open loop's latency for an ideal server with (b)'s batch costs.
+
+    The cost of a batch is fitted to (b)'s closed loops (mean batch size and
+    milliseconds per batch at each level); a request's cost outside the model
+    is the single-request p50 less its batch. ``mlkit.serve.queueing`` then
+    simulates Poisson arrivals at the open loop's rate through the server's
+    batching settings, with no CPU spent outside batches: what the random
+    arrivals alone cost, the floor under the measured p95. Also the highest
+    rate at which that ideal server keeps p95 within the goal.
+    """
+    single = at_level(batched, 1)
+    cost = BatchCost.fit({r["mean_batch"]: r["mean_batch_ms"] / 1000 for r in batched})
+    overhead_s = max(single["p50_ms"] - single["mean_batch_ms"], 0.0) / 1000
+    workers = defaults.model_threads()[0]
+    bound_s = GOAL_P95_OVER_SINGLE * single["p50_ms"] / 1000
+
+    def run(at: float, requests: int = 200_000) -> SimulatedLatency:
+        return simulate(
+            at,
+            cost,
+            workers=workers,
+            max_batch_size=defaults.max_batch_size,
+            max_wait_s=defaults.max_wait_ms / 1000,
+            overhead_s=overhead_s,
+            requests=requests,
+        )
+
+    capacity = cost.capacity_rps(workers, defaults.max_batch_size)
+    # The ideal p95 grows with the rate: bisect for where it meets the goal.
+    low, high = 0.0, capacity * 0.999
+    for _ in range(20):
+        middle = (low + high) / 2
+        if run(middle, requests=50_000).p95_s <= bound_s:
+            low = middle
+        else:
+            high = middle
+    at_rate = run(rate) if rate < capacity else None
+    limit = {
+        "batch_fixed_ms": round(1000 * cost.fixed_s, 2),
+        "batch_per_item_ms": round(1000 * cost.per_item_s, 2),
+        "overhead_ms": round(1000 * overhead_s, 2),
+        "workers": workers,
+        "capacity_rps": round(capacity, 1),
+        "rate_rps": rate,
+        "p50_ms": None if at_rate is None else round(1000 * at_rate.p50_s, 1),
+        "p95_ms": None if at_rate is None else round(1000 * at_rate.p95_s, 1),
+        "mean_batch": None if at_rate is None else round(at_rate.mean_batch, 2),
+        "utilization": None if at_rate is None else round(at_rate.utilization, 2),
+        "p95_goal_holds_up_to_rps": round(low, 1),
+    }
+    p95 = "-" if at_rate is None else f"{limit['p95_ms']:.1f}"
+    print(
+        f"  queueing limit (simulated, batch = {limit['batch_fixed_ms']:.1f} + "
+        f"{limit['batch_per_item_ms']:.1f} ms x size, {limit['overhead_ms']:.1f} ms "
+        f"outside the model, {workers} workers): p95 {p95} ms at {rate:g}/s; "
+        f"p95 <= {GOAL_P95_OVER_SINGLE:g}x single up to {low:.1f} req/s",
+        flush=True,
+    )
+    return limit
 
 
 def paired_rounds(
@@ -789,6 +860,15 @@ def check_goals(
         # The same ratios measured in interleaved rounds (see paired_rounds).
         "paired_batching_speedup_at_32": result["paired"]["median_b_over_a"],
         "paired_batched_over_offline": result["paired"]["median_b_over_c"],
+        # The open loop's p95 for an ideal server (see queueing_limit): the
+        # part of the measured p95 that the random arrivals alone cost.
+        "p95_half_capacity_over_single_queueing_limit": ratio(
+            result["queueing_limit"]["p95_ms"], single["p50_ms"]
+        ),
+        "p95_goal_rate_queueing_limit_over_capacity": ratio(
+            result["queueing_limit"]["p95_goal_holds_up_to_rps"],
+            result["capacity_rps"],
+        ),
     }
     bounds = {
         "batching_speedup_at_32": lambda v: v >= GOAL_BATCHING_SPEEDUP,

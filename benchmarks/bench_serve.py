@@ -447,6 +447,17 @@ def closed(concurrency: int, seconds: float) -> dict[str, Any]:
     }
 
 
+def poisson(rate: float, seconds: float) -> dict[str, Any]:
+    """An open loop: Poisson arrivals at ``rate`` per second."""
+    return {
+        "mode": "open",
+        "rate": rate,
+        "duration_s": seconds,
+        "timeout_s": 60.0,
+        "max_connections": 256,
+    }
+
+
 def prime(server: LocalServer, payload: Payload, n_inputs: int) -> None:
     """Send every input once: the server's text cache then holds every text."""
     run_load_sync(
@@ -600,13 +611,7 @@ def naive_and_batched(
         capacity = max(r["throughput_rps"] for r in batched)
         open_row = measure(
             server,
-            {
-                "mode": "open",
-                "rate": round(capacity / 2, 2),
-                "duration_s": plan.open_s,
-                "timeout_s": 60.0,
-                "max_connections": 256,
-            },
+            poisson(round(capacity / 2, 2), plan.open_s),
             payload,
             label="(b) open loop, capacity/2",
         )
@@ -615,13 +620,7 @@ def naive_and_batched(
         # left above it there is the server's own overhead.
         feasible_row = measure(
             server,
-            {
-                "mode": "open",
-                "rate": limit["p95_goal_holds_up_to_rps"],
-                "duration_s": plan.open_s,
-                "timeout_s": 60.0,
-                "max_connections": 256,
-            },
+            poisson(limit["p95_goal_holds_up_to_rps"], plan.open_s),
             payload,
             label="(b) open, ideal's goal rate",
         )

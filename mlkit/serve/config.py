@@ -100,9 +100,9 @@ class ServeConfig(BaseModel):
     torch_threads: int = Field(default=0, ge=0, le=256)
     # glibc malloc arenas for the whole process (see mlkit.serve.malloc); 0
     # leaves glibc's default of up to eight per core. Measured with the
-    # serving benchmark on 2 cores, the default model's server peaked at 1.04
-    # GiB resident with glibc's default and at 0.95 GiB with 2 arenas, at the
-    # same throughput.
+    # serving benchmark's load on 2 cores, the default model's server peaked
+    # at 1.00 GiB resident with glibc's default and at 0.93 GiB with 2 arenas,
+    # at the same throughput.
     malloc_arenas: int = Field(default=2, ge=0, le=64)
     log_level: str = Field(default="info", pattern=r"^(debug|info|warning|error)$")
 

@@ -21,7 +21,6 @@ import uvicorn
 
 from mlkit.serve.app import Service, create_app
 from mlkit.serve.config import ServeConfig
-from mlkit.serve.malloc import limit_malloc_arenas
 
 log = logging.getLogger(__name__)
 
@@ -72,12 +71,11 @@ def run_server(config: ServeConfig) -> None:
     """Serve until SIGTERM/SIGINT, then drain and return.
 
     Sets torch's intra-op thread count for this process: ``torch_threads``,
-    or the CPUs this process may use shared among the model workers; and caps
-    its malloc arenas at ``malloc_arenas``, which only works fully when no
-    thread but the main one has allocated yet (``mlkit serve`` caps them
-    before it imports the server).
+    or the CPUs this process may use shared among the model workers. The
+    malloc arena cap (``malloc_arenas``) is set by ``mlkit serve`` before it
+    imports this module, while no other thread has allocated yet; a caller of
+    this function sets it with ``mlkit.serve.malloc.limit_malloc_arenas``.
     """
-    limit_malloc_arenas(config.malloc_arenas)
     workers, threads = config.model_threads()
     torch.set_num_threads(threads)
     app = create_app(config)
